@@ -1,0 +1,139 @@
+"""``wechat-gateway``: commands -> config -> server."""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from gateway import __version__
+from gateway.config import DEFAULT_CONFIG_FILE, ENV_CONFIG, ConfigError, load_settings
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from gateway.config import Settings
+
+EXIT_CONFIG = 2
+
+_DESCRIPTION = """\
+WeChat QR-code login in front of any web app.
+
+wechat-gateway sits in front of an app that has no login: it sends every visitor without a
+session through WeChat's QR login, then forwards their requests to the app with the user's
+identity in X-WeChat-OpenID and related headers.
+"""
+
+_EPILOG = f"""\
+The config file is YAML; see gateway.yaml.example. Without -c, the file is ${ENV_CONFIG},
+then ./{DEFAULT_CONFIG_FILE}.
+
+examples:
+  wechat-gateway gen-secret                 a value for session.secret
+  wechat-gateway check-config -c gw.yaml    validate, print every problem, exit 2 if any
+  wechat-gateway serve -c gw.yaml           run in production (gunicorn, in-process)
+  wechat-gateway demo                       try it locally, no WeChat account needed
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wechat-gateway",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the gateway (gunicorn, production settings)",
+        description="Run the gateway on gunicorn, started in-process. An invalid config "
+        "prints every problem and exits 2 without starting.",
+    )
+    _add_config_option(serve)
+    serve.add_argument("--bind", metavar="HOST:PORT", help="listen address (overrides server.bind)")
+    serve.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="worker processes (overrides server.workers)",
+    )
+
+    check = commands.add_parser(
+        "check-config",
+        help="validate a config file and print every problem",
+        description="Validate the config: exit 0 if it is usable, else print every problem, "
+        "one per line naming its key path, and exit 2.",
+    )
+    _add_config_option(check)
+
+    commands.add_parser(
+        "gen-secret",
+        help="print a fresh random value for session.secret",
+        description="Print a fresh random value (43 URL-safe characters) for session.secret.",
+    )
+
+    return parser
+
+
+def _add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help=f"config file (default: ${ENV_CONFIG}, then ./{DEFAULT_CONFIG_FILE})",
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _load(path: str | None) -> Settings | None:
+    try:
+        return load_settings(path)
+    except ConfigError as error:
+        print("The configuration has problems:", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "gen-secret":
+        print(secrets.token_urlsafe(32))
+        return 0
+    if args.command == "check-config":
+        settings = _load(args.config)
+        if settings is None:
+            return EXIT_CONFIG
+        print(f"OK: {len(settings.upstreams)} upstream(s), public_url {settings.public_url}")
+        return 0
+    if args.command == "serve":
+        settings = _load(args.config)
+        if settings is None:
+            return EXIT_CONFIG
+        if args.bind or args.workers:
+            server = replace(
+                settings.server,
+                bind=args.bind or settings.server.bind,
+                workers=args.workers or settings.server.workers,
+            )
+            settings = replace(settings, server=server)
+        from gateway.server import serve  # noqa: PLC0415 - gunicorn only when serving
+
+        serve(settings)
+        return 0
+    raise AssertionError(args.command)

@@ -1,0 +1,619 @@
+"""The configuration file: YAML with ``${VAR}`` substitution, validated into frozen settings.
+
+Everything the gateway does is decided by one YAML file. This module reads it, substitutes
+environment variables, and validates it into immutable value objects. Validation never
+stops at the first problem: it collects every one, each naming its key path
+(``upstreams[0].url: must be an http or https URL``), so an operator fixes a broken file in
+one round. Unknown keys are errors with a "did you mean" hint, because a misspelt key that is
+silently ignored is how an auth gateway ends up open.
+
+Values of secret keys are never echoed back in messages; no value is, in fact, since a
+message only needs to say what is wrong and where.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+ENV_CONFIG = "WECHAT_GATEWAY_CONFIG"
+DEFAULT_CONFIG_FILE = "gateway.yaml"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``problems`` lists every reason, one per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+# --- settings -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    bind: str = "0.0.0.0:8000"
+    workers: int = 2
+    worker_class: str = "gevent"
+    threads: int = 64
+    worker_connections: int = 1000
+    keepalive: float = 5.0
+    graceful_timeout: float = 30.0
+    max_body_size: int = 0
+    limit_request_line: int = 8190
+    limit_request_fields: int = 100
+    limit_request_field_size: int = 8190
+    access_log: bool = True
+    log_level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class OfficialAccountSettings:
+    app_id: str
+    app_secret: str = field(repr=False)
+    scope: str = "snsapi_userinfo"
+
+
+@dataclass(frozen=True, slots=True)
+class WeChatSettings:
+    app_id: str
+    app_secret: str = field(repr=False)
+    open_base: str = "https://open.weixin.qq.com"
+    api_base: str = "https://api.weixin.qq.com"
+    lang: str = "cn"
+    timeout: float = 5.0
+    official_account: OfficialAccountSettings | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    secret: str = field(repr=False)
+    previous_secrets: tuple[str, ...] = field(default=(), repr=False)
+    cookie_name: str = "wechat_gateway"
+    max_age: int = 7 * 86400
+    secure: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSettings:
+    prefix: str
+    url: str
+    timeout: float = 30.0
+    read_timeout: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class AccessSettings:
+    allow: tuple[str, ...] = ()
+    public: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    public_url: str
+    wechat: WeChatSettings
+    session: SessionSettings
+    upstreams: tuple[UpstreamSettings, ...]
+    server: ServerSettings = ServerSettings()
+    access: AccessSettings = AccessSettings()
+
+
+# --- loading --------------------------------------------------------------------------
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    result: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in result:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        result[key] = loader.construct_object(value_node, deep=True)
+    return result
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,  # type: ignore[arg-type]
+)
+
+
+def default_config_path() -> Path:
+    return Path(os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG_FILE)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read, substitute and validate a config file; raise ConfigError listing every problem."""
+    file = Path(path) if path is not None else default_config_path()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{file}: config file not found"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{file}: is a directory, not a config file"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{file}: cannot read config file ({exc.strerror})"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{file}: config file is not UTF-8 text"]) from None
+    return parse_settings(text, source=str(file))
+
+
+def parse_settings(
+    text: str, *, source: str = "<config>", environ: Mapping[str, str] | None = None
+) -> Settings:
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{source}: invalid YAML: {_describe_yaml_error(exc)}"]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{source}: the top level must be a mapping of keys"])
+    return validate(raw, os.environ if environ is None else environ)
+
+
+def _describe_yaml_error(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or "cannot parse"
+    if mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return str(problem)
+
+
+# --- environment substitution ---------------------------------------------------------
+
+_ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{[^}]*\}?")
+
+
+def _substitute(value: str, path: str, environ: Mapping[str, str], problems: list[str]) -> str:
+    def replace(match: re.Match[str]) -> str:
+        text = match.group(0)
+        if text == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        if name is None:
+            problems.append(
+                f"{path}: malformed variable reference (use ${{NAME}} or ${{NAME:-default}})"
+            )
+            return ""
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        problems.append(f"{path}: environment variable {name} is not set")
+        return ""
+
+    return _ENV_REF.sub(replace, value)
+
+
+# --- validation -----------------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_BIND = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]*):\d{1,5}$|^unix:/.+$")
+_WORKER_CLASSES = ("gevent", "gthread")
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``30``, ``1.5``, ``"90s"``, ``"15m"``, ``"12h"``, ``"7d"``, ``"250ms"``."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 30, 90s, 15m, 12h or 7d")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("must not be negative")
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    raise ValueError("must be a duration such as 30, 90s, 15m, 12h or 7d")
+
+
+def parse_size(value: object) -> int:
+    """Bytes from ``1048576``, ``"512KiB"``, ``"10MB"``, ``"2GiB"`` (binary units)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a size such as 1048576, 512KiB, 10MiB or 2GiB")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("must not be negative")
+        return value
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        if match:
+            unit = (match.group(2) or "")[:1].lower()
+            return int(match.group(1)) * _SIZE_UNITS[unit]
+    raise ValueError("must be a size such as 1048576, 512KiB, 10MiB or 2GiB")
+
+
+class _Section:
+    """One mapping of the config being validated: typed getters that record problems."""
+
+    def __init__(
+        self,
+        data: object,
+        path: str,
+        known: tuple[str, ...],
+        environ: Mapping[str, str],
+        problems: list[str],
+    ) -> None:
+        self.path = path
+        self.environ = environ
+        self.problems = problems
+        self.data: dict[str, Any] = {}
+        if data is None:
+            return
+        if not isinstance(data, dict):
+            problems.append(f"{path or 'config'}: must be a mapping of keys")
+            return
+        for key, value in data.items():
+            if not isinstance(key, str) or key not in known:
+                hint = difflib.get_close_matches(str(key), known, n=1)
+                suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+                problems.append(f"{self.key_path(str(key))}: unknown key{suggestion}")
+                continue
+            self.data[key] = self._expand(value, self.key_path(key))
+
+    def key_path(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def _expand(self, value: object, path: str) -> object:
+        if isinstance(value, str):
+            return _substitute(value, path, self.environ, self.problems)
+        if isinstance(value, list):
+            return [self._expand(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        if isinstance(value, dict):
+            return {k: self._expand(v, f"{path}.{k}") for k, v in value.items()}
+        return value
+
+    def has(self, key: str) -> bool:
+        return self.data.get(key) is not None
+
+    def raw(self, key: str) -> object:
+        return self.data.get(key)
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems.append(f"{self.key_path(key)}: {message}")
+
+    def _get(self, key: str, default: Any, convert: Callable[[object], Any], required: bool) -> Any:
+        if not self.has(key):
+            if required:
+                self.problem(key, "required")
+            return default
+        try:
+            return convert(self.data[key])
+        except ValueError as exc:
+            self.problem(key, str(exc))
+            return default
+
+    def string(self, key: str, default: str = "", *, required: bool = False) -> str:
+        def convert(value: object) -> str:
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
+                raise ValueError("must be a string")
+            text = str(value)
+            if required and not text.strip():
+                raise ValueError("required (it is empty)")
+            return text
+
+        result: str = self._get(key, default, convert, required)
+        return result
+
+    def integer(
+        self, key: str, default: int, *, minimum: int = 0, maximum: int | None = None
+    ) -> int:
+        def convert(value: object) -> int:
+            if isinstance(value, str) and value.strip().isdigit():
+                value = int(value)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError("must be a whole number")
+            if value < minimum or (maximum is not None and value > maximum):
+                upper = f" and at most {maximum}" if maximum is not None else ""
+                raise ValueError(f"must be at least {minimum}{upper}")
+            return value
+
+        result: int = self._get(key, default, convert, False)
+        return result
+
+    def boolean(self, key: str, default: bool) -> bool:
+        def convert(value: object) -> bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1"):
+                return True
+            if isinstance(value, str) and value.strip().lower() in ("false", "no", "off", "0"):
+                return False
+            raise ValueError("must be true or false")
+
+        result: bool = self._get(key, default, convert, False)
+        return result
+
+    def duration(self, key: str, default: float, *, positive: bool = False) -> float:
+        def convert(value: object) -> float:
+            seconds = parse_duration(value)
+            if positive and seconds <= 0:
+                raise ValueError("must be greater than zero")
+            return seconds
+
+        result: float = self._get(key, default, convert, False)
+        return result
+
+    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
+        def convert(value: object) -> str:
+            if not isinstance(value, str) or value not in choices:
+                raise ValueError(f"must be one of: {', '.join(choices)}")
+            return value
+
+        result: str = self._get(key, default, convert, False)
+        return result
+
+    def string_list(self, key: str) -> tuple[str, ...]:
+        value = self.raw(key)
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            self.problem(key, "must be a list")
+            return ()
+        items: list[str] = []
+        for i, item in enumerate(value):
+            if isinstance(item, bool) or not isinstance(item, str | int):
+                self.problems.append(f"{self.key_path(key)}[{i}]: must be a string")
+            else:
+                items.append(str(item))
+        return tuple(items)
+
+    def section(self, key: str, known: tuple[str, ...]) -> _Section:
+        return _Section(self.raw(key), self.key_path(key), known, self.environ, self.problems)
+
+
+def _origin_url(value: str) -> str | None:
+    """``value`` normalised to ``scheme://host[:port]`` if it is a bare http(s) origin."""
+    try:
+        parts = urlsplit(value.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        return None
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    default_port = 443 if parts.scheme == "https" else 80
+    netloc = host if port in (None, default_port) else f"{host}:{port}"
+    return f"{parts.scheme}://{netloc}"
+
+
+def _http_url(value: str) -> str | None:
+    try:
+        parts = urlsplit(value.strip())
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    if parts.query or parts.fragment or parts.username or parts.password:
+        return None
+    return value.strip().rstrip("/")
+
+
+_TOP_KEYS = ("public_url", "server", "wechat", "session", "upstreams", "access")
+_SERVER_KEYS = tuple(ServerSettings.__dataclass_fields__)
+_WECHAT_KEYS = tuple(WeChatSettings.__dataclass_fields__)
+_OA_KEYS = tuple(OfficialAccountSettings.__dataclass_fields__)
+_SESSION_KEYS = tuple(SessionSettings.__dataclass_fields__)
+_UPSTREAM_KEYS = tuple(UpstreamSettings.__dataclass_fields__)
+_ACCESS_KEYS = tuple(AccessSettings.__dataclass_fields__)
+
+
+def validate(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
+    """Turn the parsed YAML into Settings, or raise ConfigError with every problem found."""
+    problems: list[str] = []
+    top = _Section(dict(raw), "", _TOP_KEYS, environ, problems)
+
+    public_url = top.string("public_url", required=True)
+    origin = _origin_url(public_url) if public_url else None
+    if public_url and origin is None:
+        top.problem(
+            "public_url",
+            "must be an http or https origin such as https://intranet.example.com (no path)",
+        )
+
+    server = _validate_server(top.section("server", _SERVER_KEYS))
+    wechat = _validate_wechat(top.section("wechat", _WECHAT_KEYS))
+    session = _validate_session(
+        top.section("session", _SESSION_KEYS), https=bool(origin and origin.startswith("https:"))
+    )
+    upstreams = _validate_upstreams(top)
+    access_section = top.section("access", _ACCESS_KEYS)
+    access = AccessSettings(
+        allow=access_section.string_list("allow"), public=access_section.string_list("public")
+    )
+
+    if problems:
+        raise ConfigError(problems)
+    assert origin is not None and wechat is not None and session is not None
+    return Settings(
+        public_url=origin,
+        wechat=wechat,
+        session=session,
+        upstreams=upstreams,
+        server=server,
+        access=access,
+    )
+
+
+def _validate_server(section: _Section) -> ServerSettings:
+    defaults = ServerSettings()
+    bind = section.string("bind", defaults.bind)
+    if bind and not _BIND.match(bind):
+        section.problem("bind", "must be HOST:PORT (e.g. 0.0.0.0:8000) or unix:/path")
+    return ServerSettings(
+        bind=bind,
+        workers=section.integer("workers", defaults.workers, minimum=1, maximum=256),
+        worker_class=section.choice("worker_class", defaults.worker_class, _WORKER_CLASSES),
+        threads=section.integer("threads", defaults.threads, minimum=1, maximum=4096),
+        worker_connections=section.integer(
+            "worker_connections", defaults.worker_connections, minimum=1
+        ),
+        keepalive=section.duration("keepalive", defaults.keepalive),
+        graceful_timeout=section.duration("graceful_timeout", defaults.graceful_timeout),
+        max_body_size=_size(section, "max_body_size", defaults.max_body_size),
+        limit_request_line=section.integer(
+            "limit_request_line", defaults.limit_request_line, minimum=256, maximum=65535
+        ),
+        limit_request_fields=section.integer(
+            "limit_request_fields", defaults.limit_request_fields, minimum=1, maximum=32768
+        ),
+        limit_request_field_size=section.integer(
+            "limit_request_field_size", defaults.limit_request_field_size, minimum=256
+        ),
+        access_log=section.boolean("access_log", defaults.access_log),
+        log_level=section.choice("log_level", defaults.log_level, _LOG_LEVELS),
+    )
+
+
+def _size(section: _Section, key: str, default: int) -> int:
+    result: int = section._get(key, default, parse_size, False)
+    return result
+
+
+def _validate_wechat(section: _Section) -> WeChatSettings | None:
+    app_id = section.string("app_id", required=True)
+    app_secret = section.string("app_secret", required=True)
+    open_base = _base_url(section, "open_base", "https://open.weixin.qq.com")
+    api_base = _base_url(section, "api_base", "https://api.weixin.qq.com")
+    lang = section.choice("lang", "cn", ("cn", "en"))
+    timeout = section.duration("timeout", 5.0, positive=True)
+    official_account = None
+    if section.has("official_account"):
+        oa = section.section("official_account", _OA_KEYS)
+        official_account = OfficialAccountSettings(
+            app_id=oa.string("app_id", required=True),
+            app_secret=oa.string("app_secret", required=True),
+            scope=oa.choice("scope", "snsapi_userinfo", ("snsapi_userinfo", "snsapi_base")),
+        )
+    return WeChatSettings(
+        app_id=app_id,
+        app_secret=app_secret,
+        open_base=open_base,
+        api_base=api_base,
+        lang=lang,
+        timeout=timeout,
+        official_account=official_account,
+    )
+
+
+def _base_url(section: _Section, key: str, default: str) -> str:
+    value = section.string(key, default)
+    url = _http_url(value)
+    if url is None:
+        section.problem(key, "must be an http or https URL")
+        return default
+    return url
+
+
+def _validate_session(section: _Section, *, https: bool) -> SessionSettings | None:
+    secret = section.string("secret", required=True)
+    if secret and len(secret) < 32:
+        section.problem(
+            "secret", "must be at least 32 characters (run `wechat-gateway gen-secret`)"
+        )
+    previous = section.string_list("previous_secrets")
+    for i, old in enumerate(previous):
+        if len(old) < 32:
+            section.problems.append(
+                f"{section.key_path('previous_secrets')}[{i}]: must be at least 32 characters"
+            )
+    cookie_name = section.string("cookie_name", "wechat_gateway")
+    if not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", cookie_name):
+        section.problem("cookie_name", "must be 1-64 characters of letters, digits, '_' or '-'")
+    max_age = section.duration("max_age", 7 * 86400, positive=True)
+    return SessionSettings(
+        secret=secret,
+        previous_secrets=previous,
+        cookie_name=cookie_name,
+        max_age=int(max_age),
+        secure=section.boolean("secure", https),
+    )
+
+
+def _validate_upstreams(top: _Section) -> tuple[UpstreamSettings, ...]:
+    raw = top.raw("upstreams")
+    if raw is None:
+        top.problem("upstreams", "required (at least one upstream)")
+        return ()
+    if not isinstance(raw, list) or not raw:
+        top.problem("upstreams", "must be a list with at least one upstream")
+        return ()
+    result: list[UpstreamSettings] = []
+    seen: set[str] = set()
+    for i, item in enumerate(raw):
+        section = _Section(item, f"upstreams[{i}]", _UPSTREAM_KEYS, top.environ, top.problems)
+        prefix = section.string("prefix", required=True)
+        if prefix and not prefix.startswith("/"):
+            section.problem("prefix", "must start with /")
+        elif prefix.startswith("/_gateway"):
+            section.problem("prefix", "/_gateway/ is reserved for the gateway itself")
+        elif prefix in seen:
+            section.problem("prefix", "another upstream already has this prefix")
+        seen.add(prefix)
+        url_text = section.string("url", required=True)
+        url = _http_url(url_text) if url_text else None
+        if url_text and url is None:
+            section.problem("url", "must be an http or https URL")
+        result.append(
+            UpstreamSettings(
+                prefix=prefix,
+                url=url or "",
+                timeout=section.duration("timeout", 30.0, positive=True),
+                read_timeout=section.duration("read_timeout", 300.0, positive=True),
+            )
+        )
+    return tuple(result)
+
+
+def iter_secret_values(settings: Settings) -> Iterator[str]:
+    """Every secret in the settings, so log filters and tests can check none leaks."""
+    yield settings.wechat.app_secret
+    if settings.wechat.official_account is not None:
+        yield settings.wechat.official_account.app_secret
+    yield settings.session.secret
+    yield from settings.session.previous_secrets
+
+
+__all__ = [
+    "ENV_CONFIG",
+    "AccessSettings",
+    "ConfigError",
+    "OfficialAccountSettings",
+    "ServerSettings",
+    "SessionSettings",
+    "Settings",
+    "UpstreamSettings",
+    "WeChatSettings",
+    "default_config_path",
+    "iter_secret_values",
+    "load_settings",
+    "parse_duration",
+    "parse_settings",
+    "parse_size",
+    "validate",
+]

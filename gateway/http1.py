@@ -1,0 +1,230 @@
+"""A small, strict HTTP/1.1 response reader for the upstream side of the proxy.
+
+``http.client.HTTPResponse`` parses headers with the ``email`` package, which costs more
+than everything else the gateway does per request; it also only skips ``100 Continue``
+among interim responses and quietly accepts conflicting ``Content-Length`` values. This
+reader does the one job the proxy needs: parse a response head from a socket, decide its
+framing the way RFC 9112 6.3 says, and hand out the body as the bytes arrive, raising
+``IncompleteBody`` when the upstream stops early so a short body never looks complete.
+"""
+
+from __future__ import annotations
+
+import socket
+
+_MAX_HEAD = 64 * 1024
+_MAX_CHUNK_LINE = 4096
+_RECV = 256 * 1024
+_NO_BODY_STATUS = frozenset({204, 304})
+_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+class InvalidResponse(Exception):
+    """The upstream's answer is not valid HTTP/1.1."""
+
+
+class IncompleteBody(Exception):
+    """The upstream closed the connection before the end of the body."""
+
+
+class ClosedBeforeResponse(Exception):
+    """The upstream closed the connection without sending a byte of a response."""
+
+
+class Response:
+    """One upstream response: status, headers, framing, and the body as a stream."""
+
+    __slots__ = (
+        "_after_chunk",
+        "_buf",
+        "_chunk_left",
+        "_sock",
+        "chunked",
+        "complete",
+        "headers",
+        "length",
+        "reason",
+        "status",
+        "will_close",
+    )
+
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    length: int | None
+    chunked: bool
+    will_close: bool
+    complete: bool
+
+    def __init__(self, sock: socket.socket, method: str) -> None:
+        self._sock = sock
+        self._buf = b""
+        self._chunk_left = 0
+        self._after_chunk = False
+        while True:
+            head = self._read_head()
+            self._parse_head(head)
+            # Interim responses (100 Continue, 103 Early Hints...) are skipped; 101 would
+            # switch protocols, which this proxy never asks for, so it is final here.
+            if not 100 <= self.status < 200 or self.status == 101:
+                break
+        self._decide_framing(method)
+
+    def _read_head(self) -> bytes:
+        buf = self._buf
+        start = 0
+        while True:
+            end = buf.find(b"\r\n\r\n", start)
+            if end != -1:
+                self._buf = buf[end + 4 :]
+                return buf[:end]
+            if len(buf) > _MAX_HEAD:
+                raise InvalidResponse("response head too large")
+            start = max(0, len(buf) - 3)
+            data = self._sock.recv(_RECV)
+            if not data:
+                if buf:
+                    raise InvalidResponse("connection closed inside the response head")
+                raise ClosedBeforeResponse
+            buf += data
+
+    def _parse_head(self, head: bytes) -> None:
+        lines = head.split(b"\r\n")
+        status_line = lines[0]
+        version, _, rest = status_line.partition(b" ")
+        code, _, reason = rest.partition(b" ")
+        if not version.startswith(b"HTTP/1.") or len(code) != 3 or not code.isdigit():
+            raise InvalidResponse("invalid status line")
+        self.status = int(code)
+        self.reason = reason.decode("latin-1").strip()
+        headers: list[tuple[str, str]] = []
+        for line in lines[1:]:
+            if line[:1] in (b" ", b"\t"):
+                if not headers:
+                    raise InvalidResponse("continuation line before any header")
+                name, value = headers[-1]
+                headers[-1] = (name, f"{value} {line.strip().decode('latin-1')}")
+                continue
+            name_bytes, colon, value_bytes = line.partition(b":")
+            if not colon or not name_bytes or not _TOKEN.issuperset(name_bytes):
+                raise InvalidResponse("invalid header line")
+            headers.append((name_bytes.decode("ascii"), value_bytes.strip().decode("latin-1")))
+        self.headers = headers
+        self.will_close = version == b"HTTP/1.0"
+
+    def _decide_framing(self, method: str) -> None:
+        """RFC 9112 6.3: how the body ends."""
+        transfer_codings: list[str] = []
+        lengths: set[str] = set()
+        connection: set[str] = set()
+        for name, value in self.headers:
+            lower = name.lower()
+            if lower == "transfer-encoding":
+                transfer_codings.extend(c.strip().lower() for c in value.split(",") if c.strip())
+            elif lower == "content-length":
+                lengths.update(v.strip() for v in value.split(","))
+            elif lower == "connection":
+                connection.update(t.strip().lower() for t in value.split(","))
+        # HTTP/1.0 closes unless asked to keep alive; HTTP/1.1 keeps alive unless told not to.
+        http10 = self.will_close
+        self.will_close = "close" in connection or (http10 and "keep-alive" not in connection)
+        self.chunked = False
+        self.length = None
+        if method == "HEAD" or self.status in _NO_BODY_STATUS or self.status < 200:
+            self.length = 0
+        elif transfer_codings:
+            if transfer_codings[-1] == "chunked":
+                self.chunked = True
+            else:
+                self.will_close = True  # ends when the connection closes
+        elif lengths:
+            if len(lengths) != 1 or not next(iter(lengths)).isdigit():
+                raise InvalidResponse("invalid or conflicting Content-Length")
+            self.length = int(next(iter(lengths)))
+        else:
+            self.will_close = True
+        self.complete = self.length == 0
+
+    def read1(self, size: int = _RECV) -> bytes:
+        """Some body bytes, as soon as any are available; b"" at the end of the body."""
+        if self.complete:
+            return b""
+        if self.chunked:
+            return self._read1_chunked(size)
+        if self.length is None:
+            data = self._take(size)
+            if not data:
+                self.complete = True
+            return data
+        data = self._take(min(size, self.length))
+        if not data:
+            raise IncompleteBody
+        self.length -= len(data)
+        if not self.length:
+            self.complete = True
+        return data
+
+    @property
+    def reusable(self) -> bool:
+        """Whether the connection may carry another request: body done, nothing left over."""
+        return self.complete and not self.will_close and not self._buf
+
+    def read_all(self) -> bytes:
+        parts = []
+        while True:
+            data = self.read1()
+            if not data:
+                return b"".join(parts)
+            parts.append(data)
+
+    def _take(self, size: int) -> bytes:
+        buf = self._buf
+        if buf:
+            data, self._buf = buf[:size], buf[size:]
+            return data
+        return self._sock.recv(size)
+
+    def _read1_chunked(self, size: int) -> bytes:
+        if not self._chunk_left:
+            # The CRLF after a chunk's data is consumed here, before the next size line,
+            # so data already received is never held back waiting for it.
+            if self._after_chunk and self._readline() != b"":
+                raise InvalidResponse("chunk data not followed by CRLF")
+            chunk_size = self._next_chunk_size()
+            if not chunk_size:
+                self._skip_trailers()
+                self.complete = True
+                return b""
+            self._chunk_left = chunk_size
+            self._after_chunk = True
+        data = self._take(min(size, self._chunk_left))
+        if not data:
+            raise IncompleteBody
+        self._chunk_left -= len(data)
+        return data
+
+    def _next_chunk_size(self) -> int:
+        line = self._readline()
+        size_text = line.split(b";", 1)[0].strip()
+        try:
+            return int(size_text, 16)
+        except ValueError:
+            raise InvalidResponse("invalid chunk size") from None
+
+    def _skip_trailers(self) -> None:
+        while self._readline():
+            pass
+
+    def _readline(self) -> bytes:
+        buf = self._buf
+        while True:
+            end = buf.find(b"\n")
+            if end != -1:
+                self._buf = buf[end + 1 :]
+                return buf[:end].rstrip(b"\r")
+            if len(buf) > _MAX_CHUNK_LINE:
+                raise InvalidResponse("chunk line too long")
+            data = self._sock.recv(_RECV)
+            if not data:
+                raise IncompleteBody
+            buf += data

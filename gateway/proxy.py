@@ -1,0 +1,675 @@
+"""Streaming HTTP/1.1 forwarding from a WSGI request to an upstream app.
+
+This is the hop every authenticated request takes. It is written against sockets and
+``Response`` rather than a client library, because a forwarding proxy needs
+what libraries try to hide: the raw request target (``%2F`` kept), the client's own framing
+(``Content-Length`` or chunked), bodies that are never held whole, compressed bodies left
+compressed, several ``Set-Cookie`` kept apart, and no state shared between users (no cookie
+jar, no default headers, no proxy settings from the environment).
+
+What it guarantees:
+
+- the upstream gets method, raw path and query byte for byte, ``Host`` unchanged,
+  ``X-Forwarded-For`` appended and ``X-Forwarded-Proto`` / ``X-Forwarded-Host`` set;
+- hop-by-hop headers (RFC 9110 7.6.1, and every name listed in ``Connection``) are removed
+  in both directions;
+- a refused or reset upstream is a 502, no response headers within ``timeout`` a 504;
+- an upstream that dies mid-body aborts the client's connection, so a short body can
+  never pass for a complete one; a client that goes away releases the upstream connection.
+
+Connections are pooled per upstream and per worker process; a pooled connection is checked
+for a close by the upstream before reuse, and a bodiless request that meets a stale
+connection anyway is retried once on a fresh one.
+
+It does not speak WebSocket or HTTP/2 to upstreams: ``Upgrade`` is hop-by-hop and removed.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import select
+import socket
+import ssl
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import TYPE_CHECKING, NoReturn
+from urllib.parse import quote, urlsplit
+
+from gateway.errors import (
+    BadRequest,
+    GatewayError,
+    PayloadTooLarge,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from gateway.http1 import ClosedBeforeResponse, IncompleteBody, InvalidResponse, Response
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+    from gateway.config import UpstreamSettings
+
+log = logging.getLogger("gateway.proxy")
+
+# RFC 9110 7.6.1, plus the single-hop proxy authentication pair. Trailer is not hop-by-hop.
+_hop_by_hop = frozenset(
+    {
+        "connection",
+        "proxy-connection",
+        "keep-alive",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+    }
+)
+# Request headers the gateway sets itself or answers at its own hop.
+_request_replaced = frozenset(
+    {"host", "expect", "content-length", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"}
+)
+_CHUNK = 64 * 1024
+_STREAM_CHUNK = 256 * 1024
+_SMALL_BODY = 64 * 1024
+_MAX_IDLE = 64
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
+class UpstreamBroken(ConnectionResetError):
+    """The upstream failed after the response started; the client connection must abort.
+
+    It is a ``ConnectionResetError`` on purpose: gunicorn closes the client connection on
+    it without logging a traceback, which is exactly the signal a truncated body needs.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(errno.ECONNRESET, reason)
+
+
+class _StaleConnection(Exception):
+    """A reused connection was closed by the upstream before it answered."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Origin:
+    scheme: str
+    host: str
+    port: int
+    base_path: str
+
+    @property
+    def authority(self) -> str:
+        default = 443 if self.scheme == "https" else 80
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+class Upstream:
+    """One configured upstream: where it is, its timeouts, and its idle connections."""
+
+    def __init__(self, settings: UpstreamSettings, *, ssl_context: ssl.SSLContext | None = None):
+        parts = urlsplit(settings.url)
+        scheme = parts.scheme
+        port = parts.port or (443 if scheme == "https" else 80)
+        self.origin = _Origin(scheme, parts.hostname or "", port, parts.path.rstrip("/"))
+        self.prefix = settings.prefix
+        self.timeout = settings.timeout
+        self.read_timeout = settings.read_timeout
+        self._idle: deque[socket.socket] = deque()
+        self._ssl_context = ssl_context
+        if scheme == "https" and ssl_context is None:
+            self._ssl_context = ssl.create_default_context()
+        # Location headers pointing at these are the upstream's own origin.
+        self.own_origins = self._origin_spellings()
+
+    def _origin_spellings(self) -> tuple[str, ...]:
+        origin = self.origin
+        host = f"[{origin.host}]" if ":" in origin.host else origin.host
+        spellings = {
+            f"{origin.scheme}://{origin.authority}",
+            f"{origin.scheme}://{host}:{origin.port}",
+        }
+        return tuple(sorted(spellings, key=len, reverse=True))
+
+    def matches(self, path: str) -> bool:
+        prefix = self.prefix
+        if prefix in ("/", path):
+            return True
+        if not path.startswith(prefix):
+            return False
+        return prefix.endswith("/") or path[len(prefix)] in "/?"
+
+    def connect(self, *, new: bool = False) -> tuple[socket.socket, bool]:
+        """An idle pooled connection that still looks open (unless ``new``), else a new one."""
+        while not new:
+            try:
+                sock = self._idle.pop()
+            except IndexError:
+                break
+            if _looks_open(sock):
+                return sock, True
+            sock.close()
+        origin = self.origin
+        try:
+            sock = socket.create_connection((origin.host, origin.port), timeout=self.timeout)
+        except TimeoutError:
+            raise UpstreamTimeout("connecting to the upstream timed out") from None
+        except OSError as exc:
+            raise UpstreamUnavailable(f"cannot connect to the upstream ({_reason(exc)})") from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._ssl_context is not None:
+            try:
+                sock = self._ssl_context.wrap_socket(sock, server_hostname=origin.host)
+            except (OSError, ssl.SSLError) as exc:
+                sock.close()
+                raise UpstreamUnavailable(f"TLS to the upstream failed ({_reason(exc)})") from None
+        return sock, False
+
+    def release(self, sock: socket.socket) -> None:
+        if len(self._idle) < _MAX_IDLE:
+            self._idle.append(sock)
+        else:
+            sock.close()
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
+
+
+def _looks_open(sock: socket.socket) -> bool:
+    """False when the upstream closed (or wrote to) an idle connection: it cannot be reused.
+
+    An idle HTTP/1.1 connection has nothing to read; anything readable, EOF included,
+    means it is gone.
+    """
+    if isinstance(sock, ssl.SSLSocket):
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
+    try:
+        sock.settimeout(0)
+        sock.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset"
+    if isinstance(exc, socket.gaierror):
+        return "name not resolved"
+    if isinstance(exc, ClosedBeforeResponse):
+        return "closed the connection without answering"
+    if isinstance(exc, IncompleteBody):
+        return "closed the connection mid-body"
+    if isinstance(exc, InvalidResponse):
+        return f"sent an invalid response ({exc})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return type(exc).__name__
+
+
+class Router:
+    """Longest-prefix choice among the configured upstreams."""
+
+    def __init__(self, upstreams: Iterable[Upstream]) -> None:
+        self.upstreams = sorted(upstreams, key=lambda u: len(u.prefix), reverse=True)
+
+    def choose(self, path: str) -> Upstream | None:
+        for upstream in self.upstreams:
+            if upstream.matches(path):
+                return upstream
+        return None
+
+    def close(self) -> None:
+        for upstream in self.upstreams:
+            upstream.close()
+
+
+def request_target(environ: WSGIEnvironment) -> str:
+    """The request target exactly as the client sent it, in origin form.
+
+    ``PATH_INFO`` is already percent-decoded (``%2F`` would become ``/``), so the raw URI
+    from the server is used. Targets a browser would never send are refused here, so that
+    nothing downstream has to guess what an ambiguous one means.
+    """
+    raw: str | None = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw is None:
+        raw = quote(
+            environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""), safe="/;=,:@!$&'()*+~"
+        )
+        query = environ.get("QUERY_STRING")
+        if query:
+            raw = f"{raw}?{query}"
+    if not raw.startswith("/"):
+        if raw == "*" or "://" not in raw:
+            raise BadRequest("the request target must be a path")
+        # Absolute form (RFC 9112 3.2.2): only the path and query are forwarded.
+        rest = raw.split("://", 1)[1]
+        slash = rest.find("/")
+        question = rest.find("?")
+        if slash == -1 or (question != -1 and question < slash):
+            raw = "/" + (rest[question:] if question != -1 else "")
+        else:
+            raw = rest[slash:]
+    path = raw.split("?", 1)[0]
+    _check_percent_encoding(path)
+    return raw.split("#", 1)[0]
+
+
+def _check_percent_encoding(path: str) -> None:
+    start = path.find("%")
+    while start != -1:
+        pair = path[start + 1 : start + 3]
+        if len(pair) != 2 or pair[0] not in _HEX_DIGITS or pair[1] not in _HEX_DIGITS:
+            raise BadRequest("the path has an invalid percent-encoding")
+        start = path.find("%", start + 3)
+    for char in path:
+        if char <= " " or char >= "\x7f":
+            raise BadRequest("the path contains characters that must be percent-encoded")
+
+
+_name_cache: dict[str, str] = {}
+
+
+def _header_name(environ_key: str) -> str:
+    """``HTTP_X_REQUEST_ID`` -> ``X-Request-Id`` (header names are case-insensitive)."""
+    name = _name_cache.get(environ_key)
+    if name is None:
+        name = environ_key[5:].replace("_", "-").title()
+        if len(_name_cache) < 2048:
+            _name_cache[environ_key] = name
+    return name
+
+
+def _connection_tokens(value: str | None) -> frozenset[str]:
+    if not value:
+        return frozenset()
+    return frozenset(token.strip().lower() for token in value.split(",") if token.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardContext:
+    """Per-gateway facts every forwarded request needs."""
+
+    public_url: str
+    public_scheme: str
+    max_body_size: int
+    gateway_cookies: frozenset[str]
+
+
+def filter_cookie_header(value: str, names: frozenset[str]) -> str:
+    """The Cookie header without the gateway's own cookies; the app's cookies stay."""
+    if not any(name in value for name in names):
+        return value
+    kept = []
+    for part in value.split(";"):
+        name = part.split("=", 1)[0].strip()
+        if name and name not in names:
+            kept.append(part.strip())
+    return "; ".join(kept)
+
+
+def build_request_head(
+    environ: WSGIEnvironment,
+    method: str,
+    target: str,
+    context: ForwardContext,
+    identity: Iterable[tuple[str, str]],
+    framing: str,
+) -> bytes:
+    """The request line and headers for the upstream.
+
+    Client copies of identity headers (``X-WeChat-*``, whatever the case or ``_``/``-``
+    spelling: the server maps both to ``HTTP_X_WECHAT_``) are dropped here, on every
+    request, and the gateway's own identity headers are added after them.
+    """
+    connection_listed = _connection_tokens(environ.get("HTTP_CONNECTION"))
+    lines = [f"{method} {target} HTTP/1.1"]
+    host = environ.get("HTTP_HOST")
+    if host:
+        lines.append(f"Host: {host}")
+    content_type = environ.get("CONTENT_TYPE")
+    if content_type:
+        lines.append(f"Content-Type: {content_type}")
+    for key, value in environ.items():
+        if not key.startswith("HTTP_") or key.startswith("HTTP_X_WECHAT_"):
+            continue
+        name = _header_name(key)
+        lower = name.lower()
+        if lower in _hop_by_hop or lower in _request_replaced or lower in connection_listed:
+            continue
+        if lower == "content-type":
+            continue
+        if lower == "cookie":
+            value = filter_cookie_header(value, context.gateway_cookies)
+            if not value:
+                continue
+        lines.append(f"{name}: {value}")
+    if framing:
+        lines.append(framing)
+    client = environ.get("REMOTE_ADDR")
+    forwarded_for = environ.get("HTTP_X_FORWARDED_FOR")
+    if client:
+        forwarded_for = f"{forwarded_for}, {client}" if forwarded_for else client
+    if forwarded_for:
+        lines.append(f"X-Forwarded-For: {forwarded_for}")
+    lines.append(f"X-Forwarded-Proto: {context.public_scheme}")
+    if host:
+        lines.append(f"X-Forwarded-Host: {host}")
+    for name, value in identity:
+        lines.append(f"{name}: {value}")
+    lines.append("\r\n")
+    return "\r\n".join(lines).encode("latin-1")
+
+
+class _RequestBody:
+    """How the client framed its body, and a reader that enforces the size limit."""
+
+    def __init__(self, environ: WSGIEnvironment, max_size: int) -> None:
+        self.stream = environ["wsgi.input"]
+        self.max_size = max_size
+        length = environ.get("CONTENT_LENGTH")
+        self.chunked = False
+        self.length: int | None = None
+        if length:
+            try:
+                self.length = int(length)
+            except ValueError:
+                raise BadRequest("Content-Length is not a number") from None
+            if self.length < 0:
+                raise BadRequest("Content-Length is negative")
+            if max_size and self.length > max_size:
+                raise PayloadTooLarge(max_size)
+        elif environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked" or (
+            environ.get("wsgi.input_terminated") and "HTTP_TRANSFER_ENCODING" in environ
+        ):
+            self.chunked = True
+
+    @property
+    def framing(self) -> str:
+        if self.chunked:
+            return "Transfer-Encoding: chunked"
+        if self.length is not None:
+            return f"Content-Length: {self.length}"
+        return ""
+
+    @property
+    def empty(self) -> bool:
+        return not self.chunked and not self.length
+
+    def small(self) -> bytes | None:
+        """The whole body if it is short enough to send with the head in one write."""
+        if self.length is not None and self.length <= _SMALL_BODY:
+            return self._read_exactly(self.length) if self.length else b""
+        return None
+
+    def _read_exactly(self, size: int) -> bytes:
+        data = self.stream.read(size)
+        while len(data) < size:
+            more = self.stream.read(size - len(data))
+            if not more:
+                raise BadRequest("the request body ended before its Content-Length")
+            data += more
+        return data
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body as wire-ready pieces: raw for Content-Length, re-framed for chunked."""
+        read = self.stream.read
+        if self.length is not None:
+            left = self.length
+            while left:
+                data = read(min(left, _CHUNK))
+                if not data:
+                    raise BadRequest("the request body ended before its Content-Length")
+                left -= len(data)
+                yield data
+            return
+        total = 0
+        while True:
+            data = read(_CHUNK)
+            if not data:
+                yield b"0\r\n\r\n"
+                return
+            total += len(data)
+            if self.max_size and total > self.max_size:
+                raise PayloadTooLarge(self.max_size)
+            yield b"%x\r\n%b\r\n" % (len(data), data)
+
+
+class Forwarder:
+    """Sends one WSGI request to its upstream and streams the answer back."""
+
+    def __init__(self, router: Router, context: ForwardContext) -> None:
+        self.router = router
+        self.context = context
+
+    def __call__(
+        self,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+        upstream: Upstream,
+        target: str,
+        identity: Iterable[tuple[str, str]] = (),
+    ) -> Iterable[bytes]:
+        method = environ["REQUEST_METHOD"]
+        body = _RequestBody(environ, self.context.max_body_size)
+        head = build_request_head(
+            environ,
+            method,
+            upstream.origin.base_path + target,
+            self.context,
+            identity,
+            body.framing,
+        )
+        first = b"" if body.empty else body.small()
+        if first is None:
+            sock, response = self._exchange(upstream, method, head, body)
+        else:
+            sock, response = self._exchange(upstream, method, head + first, None)
+        return self._respond(upstream, sock, response, start_response)
+
+    def _exchange(
+        self, upstream: Upstream, method: str, payload: bytes, body: _RequestBody | None
+    ) -> tuple[socket.socket, Response]:
+        """Send the request, wait for the response head; retry once on a stale connection."""
+        sock, reused = upstream.connect()
+        try:
+            return sock, self._send_and_begin(
+                upstream, sock, method, payload, body, fresh=not reused
+            )
+        except _StaleConnection:
+            sock.close()
+            if body is not None and not body.empty:
+                raise UpstreamUnavailable("the upstream closed the connection") from None
+        sock, _ = upstream.connect(new=True)
+        try:
+            return sock, self._send_and_begin(upstream, sock, method, payload, body, fresh=True)
+        except _StaleConnection:
+            sock.close()
+            raise UpstreamUnavailable(
+                "the upstream closed the connection without answering"
+            ) from None
+
+    def _send_and_begin(
+        self,
+        upstream: Upstream,
+        sock: socket.socket,
+        method: str,
+        payload: bytes,
+        body: _RequestBody | None,
+        *,
+        fresh: bool = False,
+    ) -> Response:
+        sock.settimeout(upstream.timeout)
+        sent_body = False
+        try:
+            sock.sendall(payload)
+            if body is not None:
+                for piece in body.chunks():
+                    sent_body = True
+                    sock.sendall(piece)
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            # The upstream may have answered early (e.g. 413) and closed: read that answer.
+            if not sent_body and not fresh:
+                raise _StaleConnection from None
+            send_error: OSError | None = exc
+        except TimeoutError:
+            sock.close()
+            raise UpstreamTimeout("sending the request to the upstream timed out") from None
+        except OSError as exc:
+            sock.close()
+            raise UpstreamUnavailable(f"the upstream connection failed ({_reason(exc)})") from None
+        except GatewayError:
+            sock.close()
+            raise
+        else:
+            send_error = None
+        try:
+            response = Response(sock, method)
+        except TimeoutError:
+            sock.close()
+            raise UpstreamTimeout(
+                f"the upstream sent no response headers within {upstream.timeout:g}s"
+            ) from None
+        except (ClosedBeforeResponse, ConnectionResetError) as exc:
+            if not fresh and send_error is None and not sent_body:
+                raise _StaleConnection from None
+            sock.close()
+            raise UpstreamUnavailable(f"the upstream {_reason(exc)}") from None
+        except (OSError, InvalidResponse) as exc:
+            sock.close()
+            raise UpstreamUnavailable(f"the upstream {_reason(exc)}") from None
+        return response
+
+    def _respond(
+        self,
+        upstream: Upstream,
+        sock: socket.socket,
+        response: Response,
+        start_response: StartResponse,
+    ) -> Iterable[bytes]:
+        headers = self._response_headers(upstream, response)
+        status = response.status
+        reason = response.reason or _phrase(status)
+        sock.settimeout(upstream.read_timeout)
+        length = response.length
+        if length is not None and length <= _SMALL_BODY:
+            # Small answers are read whole first: the connection goes back to the pool
+            # before the client is written to, and a failure can still be a clean 502.
+            try:
+                data = response.read_all()
+            except TimeoutError:
+                sock.close()
+                raise UpstreamTimeout("the upstream stalled mid-body") from None
+            except (OSError, IncompleteBody, InvalidResponse) as exc:
+                sock.close()
+                raise UpstreamUnavailable(f"the upstream {_reason(exc)}") from None
+            _finish(upstream, sock, response)
+            headers.append(("Content-Length", str(length)))
+            start_response(f"{status} {reason}", headers)
+            return [data] if data else []
+        if length is not None:
+            headers.append(("Content-Length", str(length)))
+        start_response(f"{status} {reason}", headers)
+        return _StreamedBody(upstream, sock, response)
+
+    def _response_headers(self, upstream: Upstream, response: Response) -> list[tuple[str, str]]:
+        connection_listed = frozenset(
+            token.strip().lower()
+            for name, value in response.headers
+            if name.lower() == "connection"
+            for token in value.split(",")
+        )
+        headers: list[tuple[str, str]] = []
+        for name, value in response.headers:
+            lower = name.lower()
+            if lower in _hop_by_hop or lower == "content-length" or lower in connection_listed:
+                continue
+            if "\n" in value or "\r" in value:
+                value = " ".join(value.split())
+            if lower == "location":
+                value = self._rewrite_location(upstream, value)
+            headers.append((name, value))
+        return headers
+
+    def _rewrite_location(self, upstream: Upstream, value: str) -> str:
+        lowered = value.lower()
+        for origin in upstream.own_origins:
+            if lowered.startswith(origin.lower()):
+                rest = value[len(origin) :]
+                if not rest or rest[0] in "/?#":
+                    return self.context.public_url + (rest or "/")
+        return value
+
+    def close(self) -> None:
+        self.router.close()
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def _finish(upstream: Upstream, sock: socket.socket, response: Response) -> None:
+    """Pool the connection if the upstream lets it live and the response was fully read."""
+    if response.reusable:
+        upstream.release(sock)
+    else:
+        sock.close()
+
+
+class _StreamedBody:
+    """A response body forwarded as the bytes arrive.
+
+    ``read1`` returns whatever one read yields, so a trickling upstream (server-sent
+    events) reaches the client at once. ``close`` is called by the server even when the
+    client disconnected, which is what releases the upstream connection.
+    """
+
+    __slots__ = ("_done", "_response", "_sock", "_upstream")
+
+    def __init__(self, upstream: Upstream, sock: socket.socket, response: Response) -> None:
+        self._upstream = upstream
+        self._sock = sock
+        self._response = response
+        self._done = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        response = self._response
+        read1 = response.read1
+        while True:
+            try:
+                data = read1(_STREAM_CHUNK)
+            except TimeoutError:
+                self._abort("the upstream stalled mid-body")
+            except (OSError, IncompleteBody, InvalidResponse) as exc:
+                self._abort(f"the upstream {_reason(exc)}")
+            if not data:
+                break
+            yield data
+        self._done = True
+
+    def _abort(self, reason: str) -> NoReturn:
+        log.warning("aborting the client response: %s", reason)
+        self._sock.close()
+        self._done = False
+        raise UpstreamBroken(reason)
+
+    def close(self) -> None:
+        if self._done:
+            _finish(self._upstream, self._sock, self._response)
+        else:
+            self._sock.close()

@@ -1,0 +1,132 @@
+"""Running the gateway on gunicorn, embedded in-process.
+
+``wechat-gateway serve`` builds a gunicorn ``BaseApplication`` from the validated settings
+instead of shelling out, so the one YAML file configures everything and nothing reads
+``sys.argv`` behind the CLI's back.
+
+Worker model. A sign-in gateway spends its time waiting on sockets: on the upstream, on
+WeChat, on slow clients, on long streams (server-sent events, big downloads). The default
+is gunicorn's ``gevent`` worker: every request is a greenlet, so 120 requests parked on a
+slow upstream cost 120 small greenlets, not 120 threads, and a fast request is never queued
+behind them. ``gthread`` is available (``server.worker_class: gthread``) where gevent cannot
+be used; its concurrency is ``workers x threads``, so size ``server.threads`` for the
+number of slow requests you expect in flight. ``docs/architecture.md`` has the measurements.
+
+The app is built after fork, in each worker (no preload), so every worker has its own
+upstream connection pools and HTTP clients.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode
+
+from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger
+
+from gateway.logs import configure_logging
+
+if TYPE_CHECKING:
+    from gateway.config import Settings
+
+# Query parameters that must never reach a log line: OAuth codes and states, tokens, secrets.
+_SENSITIVE_PARAMS = ("code", "state", "token", "secret", "password", "ticket", "key", "sig")
+
+
+def redact_target(target: str) -> str:
+    """The request target with the values of sensitive query parameters replaced."""
+    path, sep, query = target.partition("?")
+    if not sep:
+        return target
+    lowered = query.lower()
+    if not any(word in lowered for word in _SENSITIVE_PARAMS):
+        return target
+    pairs = [
+        (name, "[redacted]" if any(word in name.lower() for word in _SENSITIVE_PARAMS) else value)
+        for name, value in parse_qsl(query, keep_blank_values=True)
+    ]
+    return f"{path}?{urlencode(pairs, safe='[]')}"
+
+
+class AccessLogger(Logger):  # type: ignore[misc]
+    """Combined-format access lines, with sensitive query values redacted, cheaply built."""
+
+    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
+        if not self.cfg.accesslog:
+            return
+        status = str(resp.status).split(None, 1)[0]
+        sent = getattr(resp, "sent", None)
+        millis = request_time.seconds * 1000 + request_time.microseconds // 1000
+        line = '%s - - [%s] "%s %s %s" %s %s "%s" "%s" %dms' % (  # noqa: UP031 - hot path
+            environ.get("REMOTE_ADDR", "-"),
+            time.strftime("%d/%b/%Y:%H:%M:%S %z"),
+            environ.get("REQUEST_METHOD", "-"),
+            redact_target(environ.get("RAW_URI", "-")),
+            environ.get("SERVER_PROTOCOL", "-"),
+            status,
+            sent if sent is not None else "-",
+            redact_target(environ.get("HTTP_REFERER", "-")),
+            environ.get("HTTP_USER_AGENT", "-"),
+            millis,
+        )
+        self.access_log.info(line)
+
+
+class GatewayServer(BaseApplication):  # type: ignore[misc]
+    """gunicorn, configured from the gateway's settings and serving ``Gateway``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        super().__init__()
+
+    def gunicorn_options(self) -> dict[str, Any]:
+        server = self.settings.server
+        return {
+            "bind": [server.bind],
+            "workers": server.workers,
+            "worker_class": server.worker_class,
+            "threads": server.threads,
+            "worker_connections": server.worker_connections,
+            "keepalive": math.ceil(server.keepalive),
+            "graceful_timeout": math.ceil(server.graceful_timeout),
+            "timeout": 30,
+            "limit_request_line": server.limit_request_line,
+            "limit_request_fields": server.limit_request_fields,
+            "limit_request_field_size": server.limit_request_field_size,
+            "accesslog": "-" if server.access_log else None,
+            "errorlog": "-",
+            "loglevel": server.log_level,
+            "logger_class": AccessLogger,
+            "proc_name": "wechat-gateway",
+            "control_socket_disable": True,
+            # The gateway decides what a client may claim about itself; gunicorn must not
+            # turn X-Forwarded-* into wsgi.url_scheme or accept underscore header names.
+            "forwarded_allow_ips": "",
+            "secure_scheme_headers": {},
+            "header_map": "drop",
+            "worker_exit": _close_gateway,
+        }
+
+    def load_config(self) -> None:
+        for key, value in self.gunicorn_options().items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from gateway.app import Gateway  # noqa: PLC0415 - built after fork, in the worker
+
+        configure_logging(self.settings.server.log_level)
+        return Gateway(self.settings)
+
+
+def _close_gateway(server: Any, worker: Any) -> None:
+    app = getattr(worker, "wsgi", None)
+    close = getattr(app, "close", None)
+    if callable(close):
+        close()
+
+
+def serve(settings: Settings) -> None:
+    """Run until stopped (SIGTERM / SIGINT stop gracefully within server.graceful_timeout)."""
+    GatewayServer(settings).run()

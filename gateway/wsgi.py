@@ -1,0 +1,15 @@
+"""``gateway.wsgi:application``: the gateway built from ``$WECHAT_GATEWAY_CONFIG``.
+
+For running under any WSGI server (``gunicorn gateway.wsgi:application``, uWSGI, ...).
+``wechat-gateway serve`` does not use this module; it builds the app per worker itself.
+"""
+
+from __future__ import annotations
+
+from gateway.app import Gateway
+from gateway.config import load_settings
+from gateway.logs import configure_logging
+
+settings = load_settings()
+configure_logging(settings.server.log_level)
+application = Gateway(settings)

@@ -1,0 +1,45 @@
+"""Packaging for wechat-gateway: ``pip install .`` gives the ``wechat-gateway`` command."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="wechat-gateway",
+    version="0.1.0",
+    description="WeChat QR-code login in front of unmodified web apps: an auth gateway.",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.11",
+    packages=find_packages(include=["gateway", "gateway.*"]),
+    package_data={"gateway": ["templates/*.html", "simulator/templates/*.html", "py.typed"]},
+    install_requires=[
+        "Werkzeug>=3.0,<4",
+        "gunicorn>=23,<28",
+        "gevent>=24.10,<27",
+        "requests>=2.31,<3",
+        "urllib3>=2.2,<3",
+        "cachetools>=5.3,<9",
+        "cryptography>=42,<50",
+        "PyYAML>=6.0,<7",
+        "segno>=1.6,<2",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8,<10",
+            "hypothesis>=6.100,<7",
+            "ruff>=0.6",
+            "mypy>=1.10",
+            "types-PyYAML",
+            "types-requests",
+            "types-cachetools",
+        ],
+    },
+    entry_points={"console_scripts": ["wechat-gateway = gateway.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "License :: OSI Approved :: MIT License",
+        "Topic :: Internet :: WWW/HTTP :: WSGI :: Middleware",
+    ],
+)
