@@ -1,18 +1,28 @@
 """The WSGI entry: the gateway's reserved ``/_gateway/`` routes, else authenticate and proxy.
 
 A request travels one way: entry -> reserved route or upstream choice -> session and
-access decision -> identity headers -> forward -> stream back. Authentication happens in
-exactly one place, ``Gateway._authenticate``, which every proxied request passes through.
+access decision -> identity headers -> forward -> stream back. Every proxied request
+passes the session and access decision in ``Gateway.__call__``; client copies of identity
+headers are dropped and the session's identity added in one pass, while the request head
+for the upstream is built (``gateway.proxy.build_request_head``).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
-from gateway.errors import GatewayError, MethodNotAllowed, NotFound
+from gateway.access import AccessPolicy
+from gateway.cookies import CookieSpec
+from gateway.errors import GatewayError, MethodNotAllowed, NotAllowed, NotFound
+from gateway.identity import identity_headers
+from gateway.login import LoginFlow
 from gateway.pages import error_response, json_response, respond
 from gateway.proxy import ForwardContext, Forwarder, Router, Upstream, request_target
+from gateway.redirects import RedirectPolicy
+from gateway.session import CookieSessionStore, SessionCodec
+from gateway.wechat import WeChatClient
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -31,8 +41,32 @@ RESERVED_PREFIX = "/_gateway"
 class Gateway:
     """One gateway, built once per worker process from validated settings."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
+        self.clock = clock
+        session = settings.session
+        self.sessions = CookieSessionStore(
+            SessionCodec(session.secret, session.previous_secrets, clock=clock),
+            CookieSpec(session.cookie_name, secure=session.secure),
+        )
+        self.access = AccessPolicy(settings.access.allow, settings.access.public)
+        wechat = settings.wechat
+        self.wechat = WeChatClient(
+            wechat.app_id,
+            wechat.app_secret,
+            api_base=wechat.api_base,
+            open_base=wechat.open_base,
+            timeout=wechat.timeout,
+            lang=wechat.lang,
+        )
+        self.login = LoginFlow(
+            settings,
+            self.sessions,
+            self.wechat,
+            RedirectPolicy(settings.public_url),
+            self.access,
+            clock=clock,
+        )
         self.router = Router(Upstream(upstream) for upstream in settings.upstreams)
         self.forward = Forwarder(
             self.router,
@@ -40,10 +74,14 @@ class Gateway:
                 public_url=settings.public_url,
                 public_scheme=settings.public_url.split(":", 1)[0],
                 max_body_size=settings.server.max_body_size,
-                gateway_cookies=frozenset({settings.session.cookie_name}),
+                gateway_cookies=frozenset({session.cookie_name, self.login.state_cookie.name}),
             ),
         )
         self.routes: dict[str, tuple[tuple[str, ...], Handler]] = {
+            "/_gateway/login": (("GET", "HEAD"), self.login.start),
+            "/_gateway/callback": (("GET",), self.login.callback),
+            "/_gateway/logout": (("GET", "POST"), self.login.logout),
+            "/_gateway/userinfo": (("GET", "HEAD"), self.login.userinfo),
             "/_gateway/healthz": (("GET", "HEAD"), self.healthz),
             "/_gateway/readyz": (("GET", "HEAD"), self.readyz),
         }
@@ -57,8 +95,25 @@ class Gateway:
             upstream = self.router.choose(target)
             if upstream is None:
                 raise NotFound("no upstream serves this path")
-            identity = self._authenticate(environ)
-            return self.forward(environ, start_response, upstream, target, identity)
+            found = self.sessions.load(environ)
+            if found is None:
+                if not self.access.is_public(environ["REQUEST_METHOD"], target.split("?", 1)[0]):
+                    return self.login.challenge(environ, start_response, target)
+                return self.forward(environ, start_response, upstream, target)
+            session, reissue = found
+            if not self.access.allows(session):
+                raise NotAllowed(
+                    f"Your WeChat account (openid {session.openid}) is not on this"
+                    " application's allow list.",
+                    actions=(("Sign out", "/_gateway/logout"),),
+                )
+            if reissue:
+                start_response = _adding_header(
+                    start_response, self.sessions.save(session, self.clock())
+                )
+            return self.forward(
+                environ, start_response, upstream, target, identity_headers(session)
+            )
         except GatewayError as error:
             if error.status >= 500:
                 log.warning("%s %s: %s", environ.get("REQUEST_METHOD"), _path(environ), error)
@@ -68,10 +123,6 @@ class Gateway:
                 "unexpected error on %s %s", environ.get("REQUEST_METHOD"), _path(environ)
             )
             return error_response(environ, start_response, GatewayError())
-
-    def _authenticate(self, environ: WSGIEnvironment) -> list[tuple[str, str]]:
-        """The identity headers for this request; the single place authentication plugs in."""
-        return []
 
     def _reserved(
         self, path: str, environ: WSGIEnvironment, start_response: StartResponse
@@ -99,6 +150,16 @@ class Gateway:
 
     def close(self) -> None:
         self.forward.close()
+        self.wechat.close()
+
+
+def _adding_header(start_response: StartResponse, header: tuple[str, str]) -> StartResponse:
+    """``start_response`` that adds one header (a re-issued session cookie) to the response."""
+
+    def wrapped(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        return start_response(status, [*headers, header], exc_info)
+
+    return wrapped
 
 
 def _path(environ: WSGIEnvironment) -> str:

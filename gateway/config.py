@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from gateway.access import parse_public_rule
+
 ENV_CONFIG = "WECHAT_GATEWAY_CONFIG"
 DEFAULT_CONFIG_FILE = "gateway.yaml"
 
@@ -98,6 +100,11 @@ class AccessSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LoginSettings:
+    state_ttl: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     public_url: str
     wechat: WeChatSettings
@@ -105,6 +112,7 @@ class Settings:
     upstreams: tuple[UpstreamSettings, ...]
     server: ServerSettings = ServerSettings()
     access: AccessSettings = AccessSettings()
+    login: LoginSettings = LoginSettings()
 
 
 # --- loading --------------------------------------------------------------------------
@@ -129,7 +137,7 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict
 
 _UniqueKeyLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,  # type: ignore[arg-type]
+    _construct_mapping,
 )
 
 
@@ -414,13 +422,14 @@ def _http_url(value: str) -> str | None:
     return value.strip().rstrip("/")
 
 
-_TOP_KEYS = ("public_url", "server", "wechat", "session", "upstreams", "access")
+_TOP_KEYS = ("public_url", "server", "wechat", "session", "upstreams", "access", "login")
 _SERVER_KEYS = tuple(ServerSettings.__dataclass_fields__)
 _WECHAT_KEYS = tuple(WeChatSettings.__dataclass_fields__)
 _OA_KEYS = tuple(OfficialAccountSettings.__dataclass_fields__)
 _SESSION_KEYS = tuple(SessionSettings.__dataclass_fields__)
 _UPSTREAM_KEYS = tuple(UpstreamSettings.__dataclass_fields__)
 _ACCESS_KEYS = tuple(AccessSettings.__dataclass_fields__)
+_LOGIN_KEYS = tuple(LoginSettings.__dataclass_fields__)
 
 
 def validate(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
@@ -442,10 +451,9 @@ def validate(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
         top.section("session", _SESSION_KEYS), https=bool(origin and origin.startswith("https:"))
     )
     upstreams = _validate_upstreams(top)
-    access_section = top.section("access", _ACCESS_KEYS)
-    access = AccessSettings(
-        allow=access_section.string_list("allow"), public=access_section.string_list("public")
-    )
+    access = _validate_access(top.section("access", _ACCESS_KEYS))
+    login_section = top.section("login", _LOGIN_KEYS)
+    login = LoginSettings(state_ttl=login_section.duration("state_ttl", 600.0, positive=True))
 
     if problems:
         raise ConfigError(problems)
@@ -457,7 +465,18 @@ def validate(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
         upstreams=upstreams,
         server=server,
         access=access,
+        login=login,
     )
+
+
+def _validate_access(section: _Section) -> AccessSettings:
+    public = section.string_list("public")
+    for i, entry in enumerate(public):
+        try:
+            parse_public_rule(entry)
+        except ValueError as exc:
+            section.problems.append(f"{section.key_path('public')}[{i}]: {exc}")
+    return AccessSettings(allow=section.string_list("allow"), public=public)
 
 
 def _validate_server(section: _Section) -> ServerSettings:
@@ -603,6 +622,7 @@ __all__ = [
     "ENV_CONFIG",
     "AccessSettings",
     "ConfigError",
+    "LoginSettings",
     "OfficialAccountSettings",
     "ServerSettings",
     "SessionSettings",

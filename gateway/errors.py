@@ -7,9 +7,17 @@ The tree, and what the browser gets::
     ├── NotFound                    404  an unknown path under /_gateway/
     ├── MethodNotAllowed            405  a reserved path called with the wrong method
     ├── PayloadTooLarge             413  a body over server.max_body_size
-    └── UpstreamError                    the app behind the gateway failed
-        ├── UpstreamUnavailable     502  refused, reset, closed, or an invalid answer
-        └── UpstreamTimeout         504  no response headers within upstreams[].timeout
+    ├── UpstreamError                    the app behind the gateway failed
+    │   ├── UpstreamUnavailable     502  refused, reset, closed, or an invalid answer
+    │   └── UpstreamTimeout         504  no response headers within upstreams[].timeout
+    └── LoginError                       signing in did not work; every page offers a retry
+        ├── LoginStateInvalid       400  callback state missing, unknown, expired, reused,
+        │                                or from another browser
+        ├── LoginCancelled          401  the user declined on WeChat (no code)
+        ├── NotAllowed              403  signed in, but not on the allow list
+        ├── WeChatFailed            502  WeChat answered with an error or garbage
+        ├── WeChatBusy              503  WeChat is busy or over quota; retry later
+        └── WeChatTimedOut          504  WeChat did not answer within wechat.timeout
 
 Each error carries a short, safe ``detail`` for the page: never a secret, a token, a code
 or a traceback. ``gateway.pages`` is the single place that turns one into a response.
@@ -23,9 +31,19 @@ class GatewayError(Exception):
     title = "Something went wrong"
     hint = "Try again in a moment."
 
-    def __init__(self, detail: str = "") -> None:
+    def __init__(
+        self,
+        detail: str = "",
+        *,
+        actions: tuple[tuple[str, str], ...] = (),
+        extra_headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         super().__init__(detail or self.title)
         self.detail = detail
+        #: (label, href) links the page offers, e.g. "Try again".
+        self.actions = actions
+        #: Response headers the page must carry (a cookie to clear, Retry-After).
+        self.extra_headers = extra_headers
 
 
 class BadRequest(GatewayError):
@@ -76,3 +94,56 @@ class UpstreamTimeout(UpstreamError):
     hint = (
         "The application behind the sign-in gateway took too long to answer. Try again in a moment."
     )
+
+
+class LoginError(GatewayError):
+    status = 502
+    title = "Sign-in failed"
+    hint = "Signing in with WeChat did not work. Try again."
+
+
+class LoginStateInvalid(LoginError):
+    status = 400
+    title = "Sign-in link not valid"
+    hint = (
+        "This sign-in link has expired, was already used, or was started in another browser."
+        " Start again from this browser."
+    )
+
+
+class LoginCancelled(LoginError):
+    status = 401
+    title = "Sign-in cancelled"
+    hint = "You did not confirm the sign-in in WeChat. Try again when you are ready."
+
+
+class NotAllowed(LoginError):
+    status = 403
+    title = "Access denied"
+    hint = "You are signed in with WeChat, but this account may not use this application."
+
+
+class WeChatFailed(LoginError):
+    status = 502
+    title = "WeChat sign-in failed"
+    hint = "WeChat could not complete the sign-in. Try again in a moment."
+
+
+class WeChatBusy(LoginError):
+    status = 503
+    title = "WeChat is busy"
+    hint = "WeChat is busy right now. Try again in a minute."
+
+    def __init__(
+        self, detail: str = "", *, retry_after: int, actions: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        super().__init__(
+            detail, actions=actions, extra_headers=(("Retry-After", str(retry_after)),)
+        )
+        self.retry_after = retry_after
+
+
+class WeChatTimedOut(LoginError):
+    status = 504
+    title = "WeChat did not answer"
+    hint = "WeChat took too long to answer. Try again in a moment."

@@ -170,7 +170,7 @@ class Response:
         return self.complete and not self.will_close and not self._buf
 
     def read_all(self) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         while True:
             data = self.read1()
             if not data:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from http import HTTPStatus
 from html import escape
+from http import HTTPStatus
 from importlib import resources
 from string import Template
 from typing import TYPE_CHECKING
@@ -122,27 +122,26 @@ def html_response(
 
 
 def error_response(
-    environ: WSGIEnvironment,
-    start_response: StartResponse,
-    error: GatewayError,
-    *,
-    actions: Iterable[tuple[str, str]] = (),
-    extra_headers: Iterable[tuple[str, str]] = (),
+    environ: WSGIEnvironment, start_response: StartResponse, error: GatewayError
 ) -> list[bytes]:
+    """The single place a GatewayError becomes a response: HTML for people, JSON for APIs."""
     status = f"{error.status} {HTTPStatus(error.status).phrase}"
-    headers = list(extra_headers)
+    headers = list(error.extra_headers)
     if isinstance(error, MethodNotAllowed):
         headers.append(("Allow", ", ".join(error.allowed)))
     if is_api_call(environ):
         payload: dict[str, object] = {"error": error.title, "message": error.hint}
         if error.detail:
             payload["detail"] = error.detail
+        for _label, href in error.actions:
+            if "/_gateway/login" in href:
+                payload["login_url"] = href
         return json_response(environ, start_response, status, payload, headers)
     body = render_page(
         status=status,
         heading=error.title,
         message=error.hint,
         detail=error.detail,
-        actions=actions,
+        actions=error.actions,
     )
     return html_response(environ, start_response, status, body, headers)

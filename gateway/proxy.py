@@ -46,6 +46,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.http1 import ClosedBeforeResponse, IncompleteBody, InvalidResponse, Response
+from gateway.identity import is_client_identity_key
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -343,7 +344,7 @@ def build_request_head(
     if content_type:
         lines.append(f"Content-Type: {content_type}")
     for key, value in environ.items():
-        if not key.startswith("HTTP_") or key.startswith("HTTP_X_WECHAT_"):
+        if not key.startswith("HTTP_") or is_client_identity_key(key):
             continue
         name = _header_name(key)
         lower = name.lower()
@@ -415,7 +416,7 @@ class _RequestBody:
         return None
 
     def _read_exactly(self, size: int) -> bytes:
-        data = self.stream.read(size)
+        data: bytes = self.stream.read(size)
         while len(data) < size:
             more = self.stream.read(size - len(data))
             if not more:

@@ -72,12 +72,17 @@ import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from gateway.cookies import CookieSpec, request_cookies
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
 __all__ = ["SESSION_PURPOSE", "Session", "SessionCodec", "SessionTooLarge"]
 
@@ -335,3 +340,31 @@ def _parse_session(expires_at: int, payload: bytes) -> Session | None:
         refresh_token,
         validated_at,
     )
+
+
+class CookieSessionStore:
+    """Sessions kept in the browser's cookie: the gateway's one session store.
+
+    ``load`` reads the session a request carries (``None`` for none or an invalid one);
+    ``save`` and ``clear`` give the ``Set-Cookie`` header that writes or removes it.
+    """
+
+    __slots__ = ("codec", "cookie")
+
+    def __init__(self, codec: SessionCodec, cookie: CookieSpec) -> None:
+        self.codec = codec
+        self.cookie = cookie
+
+    def load(self, environ: WSGIEnvironment) -> tuple[Session, bool] | None:
+        """The request's session and whether to re-issue it (it was read with an old key)."""
+        for value in request_cookies(environ, self.cookie.name):
+            found = self.codec.decode_with_meta(value)
+            if found is not None:
+                return found
+        return None
+
+    def save(self, session: Session, now: float) -> tuple[str, str]:
+        return self.cookie.set(self.codec.encode(session), session.seconds_left(now))
+
+    def clear(self) -> tuple[str, str]:
+        return self.cookie.clear()

@@ -1,0 +1,71 @@
+"""Identity headers: what the upstream is told about the signed-in user.
+
+The upstream trusts these headers blindly; that is the whole product. So they are
+
+- stripped: every incoming header whose name, lower-cased with ``_`` read as ``-``, starts
+  with ``x-wechat-`` is removed from every request, public paths included. WSGI servers
+  map ``X-WeChat-OpenID`` and ``X_WeChat_OpenID`` alike to ``HTTP_X_WECHAT_OPENID`` (and
+  gunicorn drops underscore names outright), so one environ-key prefix covers every
+  spelling. The proxy applies ``is_client_identity_key`` while it copies headers;
+- injected: only from a session the gateway sealed itself, by ``identity_headers`` below,
+  appended after the client's headers in the same pass.
+
+Header values must be latin-1 without control characters, so the nickname (UTF-8, emoji,
+sometimes raw control characters from WeChat) is cleaned and percent-encoded, leaving
+RFC 3986 unreserved characters as they are.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from gateway.session import Session
+
+CLIENT_IDENTITY_PREFIX = "HTTP_X_WECHAT_"
+
+OPENID = "X-WeChat-OpenID"
+APPID = "X-WeChat-AppID"
+UNIONID = "X-WeChat-UnionID"
+NICKNAME = "X-WeChat-Nickname"
+AVATAR = "X-WeChat-Avatar"
+
+# C0 and C1 controls and DEL; WeChat nicknames really do contain some of them.
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# What may stay literal in a URL header value: RFC 3986 reserved and unreserved characters.
+_URL_SAFE = "-._~:/?#[]@!$&'()*+,;=%"
+
+
+def is_client_identity_key(environ_key: str) -> bool:
+    return environ_key.startswith(CLIENT_IDENTITY_PREFIX)
+
+
+def encode_nickname(nickname: str) -> str:
+    """Control characters removed, then UTF-8 percent-encoded (unreserved kept)."""
+    cleaned = _CONTROLS.sub("", nickname)
+    return quote(cleaned.encode("utf-8", "surrogatepass"), safe="-._~")
+
+
+def encode_avatar(url: str) -> str:
+    """The avatar URL as a header-safe value: controls dropped, anything non-ASCII encoded."""
+    return quote(_CONTROLS.sub("", url).encode("utf-8", "surrogatepass"), safe=_URL_SAFE)
+
+
+def identity_headers(session: Session) -> list[tuple[str, str]]:
+    """The identity headers for a request made with this session, in a fixed order."""
+    headers = [(OPENID, _token(session.openid)), (APPID, _token(session.app_id))]
+    if session.unionid:
+        headers.append((UNIONID, _token(session.unionid)))
+    headers.append((NICKNAME, encode_nickname(session.nickname)))
+    if session.avatar:
+        headers.append((AVATAR, encode_avatar(session.avatar)))
+    return headers
+
+
+def _token(value: str) -> str:
+    # openids, unionids and app ids are ASCII tokens; anything else is encoded, never raw.
+    if value.isascii() and value.isprintable():
+        return value
+    return quote(value.encode("utf-8", "surrogatepass"), safe="-._~")

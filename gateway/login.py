@@ -1,0 +1,338 @@
+"""Signing in with WeChat: start, callback, logout, and the answer to "who am I".
+
+The flow (website QR login, OAuth 2.0 authorization code)::
+
+    browser                      gateway                               WeChat
+    GET /app/page  ──────────►   no session: 302 /_gateway/login?rd=/app/page
+    GET /_gateway/login  ────►   new state, sealed into a short-lived cookie
+                                 bound to this browser; 302 ─────────► qrconnect page
+                                                                       user scans, confirms
+    GET /_gateway/callback?code&state ◄──────────────────────────────── 302
+                                 1. state checked against the cookie (before any call)
+                                 2. code -> access_token ───────────► /sns/oauth2/access_token
+                                 3. profile ─────────────────────────► /sns/userinfo
+                                 4. session cookie set; 302 /app/page
+
+The state is 32 characters of ``[A-Za-z0-9]``, single-use and expiring. Pending logins
+live in the browser, in a cookie sealed with the session secret (``<cookie_name>_login``,
+``Path=/_gateway/``), so a callback works on any worker or replica and a callback from a
+browser that did not start the login finds no state: 400, and no call to WeChat. After a
+successful callback the state stays in that cookie marked as used, so the same browser
+replaying the callback (back button, reload) lands on its target again instead of an error,
+while everyone else still gets 400.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import secrets
+import string
+import time
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, quote
+
+from gateway.cookies import CookieSpec, request_cookies
+from gateway.errors import (
+    GatewayError,
+    LoginCancelled,
+    LoginStateInvalid,
+    NotAllowed,
+    WeChatBusy,
+    WeChatFailed,
+    WeChatTimedOut,
+)
+from gateway.pages import html_response, is_api_call, json_response, render_page
+from gateway.session import Session, SessionTooLarge
+from gateway.wechat import QuotaExceeded, SystemBusy, WeChatError, WeChatTimeout
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+    from gateway.access import AccessPolicy
+    from gateway.config import Settings
+    from gateway.redirects import RedirectPolicy
+    from gateway.session import CookieSessionStore
+    from gateway.wechat import WeChatClient
+
+log = logging.getLogger("gateway.login")
+
+LOGIN_PATH = "/_gateway/login"
+CALLBACK_PATH = "/_gateway/callback"
+LOGOUT_PATH = "/_gateway/logout"
+
+STATE_PURPOSE = b"login-state"
+_STATE_ALPHABET = string.ascii_letters + string.digits
+_STATE_LENGTH = 32
+_MAX_PENDING = 4  # logins started in other tabs stay valid
+
+
+def _new_state() -> str:
+    return "".join(secrets.choice(_STATE_ALPHABET) for _ in range(_STATE_LENGTH))
+
+
+def _valid_state(state: str) -> bool:
+    return 0 < len(state) <= 128 and all(c in _STATE_ALPHABET for c in state)
+
+
+class _Pending:
+    """One login started in this browser: its state, where to go after, and whether used."""
+
+    __slots__ = ("expires_at", "state", "target", "used")
+
+    def __init__(self, state: str, target: str, expires_at: int, used: bool) -> None:
+        self.state = state
+        self.target = target
+        self.expires_at = expires_at
+        self.used = used
+
+
+class LoginFlow:
+    """The ``/_gateway/`` endpoints that sign a browser in and out."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: CookieSessionStore,
+        wechat: WeChatClient,
+        redirects: RedirectPolicy,
+        access: AccessPolicy,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.public_url = settings.public_url
+        self.callback_url = settings.public_url + CALLBACK_PATH
+        self.sessions = sessions
+        self.wechat = wechat
+        self.redirects = redirects
+        self.access = access
+        self.clock = clock
+        self.max_age = settings.session.max_age
+        self.state_ttl = int(settings.login.state_ttl)
+        self.userinfo_lang = "en" if settings.wechat.lang == "en" else "zh_CN"
+        self.state_cookie = CookieSpec(
+            f"{settings.session.cookie_name}_login",
+            path="/_gateway/",
+            secure=settings.session.secure,
+        )
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def login_url(self, target: str = "/") -> str:
+        if target == "/":
+            return self.public_url + LOGIN_PATH
+        return f"{self.public_url}{LOGIN_PATH}?rd={quote(target, safe='')}"
+
+    def _retry(self, target: str = "/") -> tuple[tuple[str, str], ...]:
+        return (("Try again", self.login_url(target)),)
+
+    def _absolute(self, target: str) -> str:
+        return self.public_url + target if target.startswith("/") else target
+
+    def _read_pending(self, environ: WSGIEnvironment) -> list[_Pending]:
+        now = self.clock()
+        for value in request_cookies(environ, self.state_cookie.name):
+            payload = self.sessions.codec.unseal(value, purpose=STATE_PURPOSE)
+            if payload is None:
+                continue
+            try:
+                entries = json.loads(payload)
+                return [
+                    _Pending(str(state), str(target), int(expires), bool(used))
+                    for state, target, expires, used in entries
+                    if int(expires) > now
+                ]
+            except (ValueError, TypeError):
+                continue
+        return []
+
+    def _pending_cookie(self, pending: list[_Pending]) -> tuple[str, str]:
+        if not pending:
+            return self.state_cookie.clear()
+        payload = json.dumps(
+            [[p.state, p.target, p.expires_at, int(p.used)] for p in pending[:_MAX_PENDING]],
+            separators=(",", ":"),
+        ).encode()
+        ttl = max(p.expires_at for p in pending) - int(self.clock())
+        value = self.sessions.codec.seal(payload, purpose=STATE_PURPOSE, ttl=max(ttl, 1))
+        return self.state_cookie.set(value, max(ttl, 1))
+
+    # -- requests without a session ---------------------------------------------------------
+
+    def challenge(
+        self, environ: WSGIEnvironment, start_response: StartResponse, target: str
+    ) -> Iterable[bytes]:
+        """No session: browsers are sent to log in, API calls get 401 with ``login_url``."""
+        if is_api_call(environ):
+            return json_response(
+                environ,
+                start_response,
+                "401 Unauthorized",
+                {
+                    "error": "unauthorized",
+                    "message": "Sign in with WeChat first.",
+                    "login_url": self.login_url(self.redirects.safe_target(target)),
+                },
+                [("WWW-Authenticate", 'WeChat realm="wechat-gateway"')],
+            )
+        location = self.login_url(self.redirects.safe_target(target))
+        start_response(
+            "302 Found",
+            [("Location", location), ("Cache-Control", "no-store"), ("Content-Length", "0")],
+        )
+        return []
+
+    # -- the endpoints -------------------------------------------------------------------
+
+    def start(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """``GET /_gateway/login?rd=TARGET``: remember the target, send the browser to WeChat."""
+        rd = _query(environ).get("rd")
+        target = self.redirects.safe_target(rd) if rd else "/"
+        state = _new_state()
+        now = int(self.clock())
+        pending = [_Pending(state, target, now + self.state_ttl, False)]
+        pending += [p for p in self._read_pending(environ) if not p.used][: _MAX_PENDING - 1]
+        location = self.wechat.qrconnect_url(self.callback_url, state)
+        start_response(
+            "302 Found",
+            [
+                ("Location", location),
+                ("Cache-Control", "no-store"),
+                ("Content-Length", "0"),
+                self._pending_cookie(pending),
+            ],
+        )
+        return []
+
+    def callback(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """``GET /_gateway/callback?code=&state=``: check the state, then ask WeChat who it is."""
+        query = _query(environ)
+        state = query.get("state", "")
+        if not _valid_state(state):
+            raise LoginStateInvalid("the callback has no valid state", actions=self._retry())
+        pending = self._read_pending(environ)
+        entry = next((p for p in pending if hmac.compare_digest(p.state, state)), None)
+        if entry is None:
+            raise LoginStateInvalid(actions=self._retry())
+        if entry.used:
+            if self.sessions.load(environ) is not None:
+                return _redirect(start_response, self._absolute(entry.target))
+            raise LoginStateInvalid("this sign-in was already used", actions=self._retry())
+        code = query.get("code")
+        remaining = [p for p in pending if p is not entry]
+        if not code:
+            raise LoginCancelled(
+                actions=self._retry(entry.target),
+                extra_headers=(self._pending_cookie(remaining),),
+            )
+        session = self._sign_in(code, entry.target)
+        entry.used = True
+        now = self.clock()
+        headers = [
+            ("Location", self._absolute(entry.target)),
+            ("Cache-Control", "no-store"),
+            ("Content-Length", "0"),
+            self._pending_cookie([entry, *remaining]),
+        ]
+        try:
+            headers.append(self.sessions.save(session, now))
+        except SessionTooLarge:
+            raise WeChatFailed("the WeChat profile is too large for a session cookie") from None
+        log.info("signed in openid=%s app_id=%s", session.openid, session.app_id)
+        start_response("302 Found", headers)
+        return []
+
+    def _sign_in(self, code: str, target: str) -> Session:
+        """Code -> tokens -> profile -> session; WeChat trouble becomes a LoginError."""
+        retry = self._retry(target)
+        try:
+            token = self.wechat.exchange_code(code)
+            profile = self.wechat.userinfo(token.access_token, token.openid, self.userinfo_lang)
+        except WeChatError as exc:
+            raise _login_failure(exc, retry) from None
+        now = int(self.clock())
+        session = Session(
+            openid=token.openid,
+            app_id=self.wechat.app_id,
+            unionid=token.unionid or profile.unionid,
+            nickname=profile.nickname,
+            avatar=profile.avatar,
+            issued_at=now,
+            expires_at=now + self.max_age,
+        )
+        if not self.access.allows(session):
+            log.info("refused openid=%s: not on the allow list", session.openid)
+            raise NotAllowed(
+                f"Your WeChat account (openid {session.openid}) is not on this application's"
+                " allow list.",
+                actions=(("Sign in with another account", self.login_url(target)),),
+            )
+        return session
+
+    def logout(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """``GET|POST /_gateway/logout?rd=TARGET``: clear the session; 302 to a safe TARGET."""
+        rd = _query(environ).get("rd")
+        clear = self.sessions.clear()
+        if rd and self.redirects.is_safe(rd):
+            return _redirect(start_response, self._absolute(rd), clear)
+        body = render_page(
+            status="Signed out",
+            heading="You are signed out",
+            message="Your session with this application has ended.",
+            actions=(("Sign in again", self.login_url()),),
+        )
+        return html_response(environ, start_response, "200 OK", body, [clear])
+
+    def userinfo(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """``GET /_gateway/userinfo``: the session's identity as JSON, or 401."""
+        found = self.sessions.load(environ)
+        if found is None:
+            return json_response(
+                environ,
+                start_response,
+                "401 Unauthorized",
+                {"error": "unauthorized", "login_url": self.login_url()},
+            )
+        session = found[0]
+        return json_response(
+            environ,
+            start_response,
+            "200 OK",
+            {
+                "openid": session.openid,
+                "unionid": session.unionid,
+                "app_id": session.app_id,
+                "nickname": session.nickname,
+                "avatar": session.avatar,
+            },
+        )
+
+
+def _login_failure(exc: WeChatError, retry: tuple[tuple[str, str], ...]) -> GatewayError:
+    """The page a WeChat failure during login becomes; the client already logged the cause."""
+    if isinstance(exc, WeChatTimeout):
+        return WeChatTimedOut(actions=retry)
+    if isinstance(exc, QuotaExceeded):
+        return WeChatBusy(exc.meaning, retry_after=60, actions=retry)
+    if isinstance(exc, SystemBusy):
+        return WeChatBusy(exc.meaning, retry_after=5, actions=retry)
+    return WeChatFailed(exc.meaning, actions=retry)
+
+
+def _query(environ: WSGIEnvironment) -> dict[str, str]:
+    """The query parameters, first value of each."""
+    parsed = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+    return {name: values[0] for name, values in parsed.items()}
+
+
+def _redirect(
+    start_response: StartResponse, location: str, *extra: tuple[str, str]
+) -> Iterable[bytes]:
+    start_response(
+        "302 Found",
+        [("Location", location), ("Cache-Control", "no-store"), ("Content-Length", "0"), *extra],
+    )
+    return []
