@@ -15,10 +15,23 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.access import AccessPolicy
 from gateway.cookies import CookieSpec
-from gateway.errors import GatewayError, MethodNotAllowed, NotAllowed, NotFound
+from gateway.errors import (
+    BadRequest,
+    GatewayError,
+    LoginCancelled,
+    LoginError,
+    LoginStateInvalid,
+    MethodNotAllowed,
+    NotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from gateway.identity import identity_headers
 from gateway.login import LoginFlow
-from gateway.pages import error_response, json_response, respond
+from gateway.metrics import Metrics
+from gateway.pages import error_response, is_api_call, json_response, respond
 from gateway.proxy import ForwardContext, Forwarder, Router, Upstream, request_target
 from gateway.redirects import RedirectPolicy
 from gateway.session import CookieSessionStore, SessionCodec
@@ -41,9 +54,16 @@ RESERVED_PREFIX = "/_gateway"
 class Gateway:
     """One gateway, built once per worker process from validated settings."""
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.clock = clock
+        self.metrics = metrics if metrics is not None else Metrics()
         session = settings.session
         self.sessions = CookieSessionStore(
             SessionCodec(session.secret, session.previous_secrets, clock=clock),
@@ -79,11 +99,12 @@ class Gateway:
         )
         self.routes: dict[str, tuple[tuple[str, ...], Handler]] = {
             "/_gateway/login": (("GET", "HEAD"), self.login.start),
-            "/_gateway/callback": (("GET",), self.login.callback),
+            "/_gateway/callback": (("GET",), self._callback),
             "/_gateway/logout": (("GET", "POST"), self.login.logout),
             "/_gateway/userinfo": (("GET", "HEAD"), self.login.userinfo),
             "/_gateway/healthz": (("GET", "HEAD"), self.healthz),
             "/_gateway/readyz": (("GET", "HEAD"), self.readyz),
+            "/_gateway/metrics": (("GET", "HEAD"), self.metrics_text),
         }
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -98,10 +119,14 @@ class Gateway:
             found = self.sessions.load(environ)
             if found is None:
                 if not self.access.is_public(environ["REQUEST_METHOD"], target.split("?", 1)[0]):
+                    api = is_api_call(environ)
+                    self.metrics.inc("requests_total", "unauthorized" if api else "login_redirect")
                     return self.login.challenge(environ, start_response, target)
+                self.metrics.inc("requests_total", "public")
                 return self.forward(environ, start_response, upstream, target)
             session, reissue = found
             if not self.access.allows(session):
+                self.metrics.inc("requests_total", "forbidden")
                 raise NotAllowed(
                     f"Your WeChat account (openid {session.openid}) is not on this"
                     " application's allow list.",
@@ -111,10 +136,12 @@ class Gateway:
                 start_response = _adding_header(
                     start_response, self.sessions.save(session, self.clock())
                 )
+            self.metrics.inc("requests_total", "proxied")
             return self.forward(
                 environ, start_response, upstream, target, identity_headers(session)
             )
         except GatewayError as error:
+            self._count_failure(error)
             if error.status >= 500:
                 log.warning("%s %s: %s", environ.get("REQUEST_METHOD"), _path(environ), error)
             return error_response(environ, start_response, error)
@@ -124,9 +151,36 @@ class Gateway:
             )
             return error_response(environ, start_response, GatewayError())
 
+    def _count_failure(self, error: GatewayError) -> None:
+        if isinstance(error, UpstreamTimeout):
+            self.metrics.inc("upstream_errors_total", "timeout")
+        elif isinstance(error, UpstreamError):
+            self.metrics.inc("upstream_errors_total", "unavailable")
+        elif isinstance(error, (BadRequest, PayloadTooLarge)):
+            self.metrics.inc("requests_total", "rejected")
+
+    def _callback(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            response = self.login.callback(environ, start_response)
+        except LoginCancelled:
+            self.metrics.inc("logins_total", "cancelled")
+            raise
+        except LoginStateInvalid:
+            self.metrics.inc("logins_total", "invalid_state")
+            raise
+        except NotAllowed:
+            self.metrics.inc("logins_total", "denied")
+            raise
+        except LoginError:
+            self.metrics.inc("logins_total", "wechat_error")
+            raise
+        self.metrics.inc("logins_total", "success")
+        return response
+
     def _reserved(
         self, path: str, environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes]:
+        self.metrics.inc("requests_total", "gateway_endpoint")
         route = self.routes.get(path)
         if route is None:
             raise NotFound("no such gateway endpoint")
@@ -141,6 +195,17 @@ class Gateway:
             "200 OK",
             b"ok\n",
             "text/plain; charset=utf-8",
+            head_only=environ.get("REQUEST_METHOD") == "HEAD",
+        )
+
+    def metrics_text(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        return respond(
+            start_response,
+            "200 OK",
+            self.metrics.render(),
+            "text/plain; version=0.0.4; charset=utf-8",
             head_only=environ.get("REQUEST_METHOD") == "HEAD",
         )
 

@@ -27,6 +27,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
 from gateway.logs import configure_logging
+from gateway.metrics import Metrics
 
 if TYPE_CHECKING:
     from gateway.config import Settings
@@ -79,6 +80,8 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # Room for replacement workers and `TTIN` scaling; shared by all of them.
+        self.metrics = Metrics(slots=max(16, 4 * settings.server.workers))
         super().__init__()
 
     def gunicorn_options(self) -> dict[str, Any]:
@@ -107,7 +110,19 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
             "secure_scheme_headers": {},
             "header_map": "drop",
             "worker_exit": _close_gateway,
+            "pre_fork": self._assign_metrics_slot,
+            "post_fork": self._use_metrics_slot,
+            "child_exit": self._release_metrics_slot,
         }
+
+    def _assign_metrics_slot(self, server: Any, worker: Any) -> None:
+        worker.metrics_slot = self.metrics.assign_slot()
+
+    def _use_metrics_slot(self, server: Any, worker: Any) -> None:
+        self.metrics.use_slot(worker.metrics_slot)
+
+    def _release_metrics_slot(self, server: Any, worker: Any) -> None:
+        self.metrics.release_slot(worker.metrics_slot)
 
     def load_config(self) -> None:
         for key, value in self.gunicorn_options().items():
@@ -117,7 +132,7 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
         from gateway.app import Gateway  # noqa: PLC0415 - built after fork, in the worker
 
         configure_logging(self.settings.server.log_level)
-        return Gateway(self.settings)
+        return Gateway(self.settings, metrics=self.metrics)
 
 
 def _close_gateway(server: Any, worker: Any) -> None:

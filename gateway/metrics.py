@@ -1,0 +1,90 @@
+"""Prometheus counters for ``/_gateway/metrics``, summed over every worker process.
+
+A scrape lands on one worker, but the numbers must cover all of them. The counters live in
+an anonymous shared memory map created by the gunicorn master before it forks: each worker
+gets a slot of its own (assigned by the master, so no two workers ever write the same
+slot) and only ever adds to it; a scrape sums the slots. A replaced worker takes over a
+free slot with its counts intact, so totals never go backwards. Outside gunicorn (the
+plain ``gateway.wsgi`` entry) there is simply one slot.
+"""
+
+from __future__ import annotations
+
+import mmap
+import threading
+from typing import Final
+
+COUNTERS: Final = (
+    ("requests_total", "outcome", "proxied"),
+    ("requests_total", "outcome", "public"),
+    ("requests_total", "outcome", "login_redirect"),
+    ("requests_total", "outcome", "unauthorized"),
+    ("requests_total", "outcome", "forbidden"),
+    ("requests_total", "outcome", "gateway_endpoint"),
+    ("requests_total", "outcome", "rejected"),
+    ("upstream_errors_total", "kind", "unavailable"),
+    ("upstream_errors_total", "kind", "timeout"),
+    ("logins_total", "result", "success"),
+    ("logins_total", "result", "cancelled"),
+    ("logins_total", "result", "invalid_state"),
+    ("logins_total", "result", "denied"),
+    ("logins_total", "result", "wechat_error"),
+)
+_INDEX: Final = {(name, value): i for i, (name, _, value) in enumerate(COUNTERS)}
+_HELP: Final = {
+    "requests_total": "Requests handled, by what the gateway did with them.",
+    "upstream_errors_total": "Requests the upstream failed (502 unavailable, 504 timeout).",
+    "logins_total": "Login callbacks, by result.",
+}
+_PREFIX: Final = "wechat_gateway_"
+_WIDTH: Final = len(COUNTERS)
+
+
+class Metrics:
+    """Counters in shared memory; ``slots`` bounds the number of concurrent workers."""
+
+    def __init__(self, slots: int = 1) -> None:
+        self.slots = slots
+        self._memory = mmap.mmap(-1, slots * _WIDTH * 8)
+        self._view = memoryview(self._memory).cast("Q")
+        self._free = list(range(slots - 1, -1, -1))
+        self._offset = 0
+        self._lock = threading.Lock()
+
+    # -- in the master -----------------------------------------------------------------
+
+    def assign_slot(self) -> int:
+        """A free slot for a worker about to be forked."""
+        return self._free.pop() if self._free else self.slots - 1
+
+    def release_slot(self, slot: int) -> None:
+        if slot not in self._free:
+            self._free.append(slot)
+
+    # -- in a worker ---------------------------------------------------------------------
+
+    def use_slot(self, slot: int) -> None:
+        self._offset = slot * _WIDTH
+
+    def inc(self, name: str, label_value: str) -> None:
+        index = self._offset + _INDEX[(name, label_value)]
+        with self._lock:
+            self._view[index] += 1
+
+    def render(self) -> bytes:
+        totals = [0] * _WIDTH
+        view = self._view
+        for slot in range(self.slots):
+            base = slot * _WIDTH
+            for i in range(_WIDTH):
+                totals[i] += view[base + i]
+        lines: list[str] = []
+        seen: set[str] = set()
+        for (name, label, value), total in zip(COUNTERS, totals, strict=True):
+            metric = _PREFIX + name
+            if name not in seen:
+                seen.add(name)
+                lines.append(f"# HELP {metric} {_HELP[name]}")
+                lines.append(f"# TYPE {metric} counter")
+            lines.append(f'{metric}{{{label}="{value}"}} {total}')
+        return ("\n".join(lines) + "\n").encode()
