@@ -125,9 +125,9 @@ def _load(path: str | None) -> Settings | None:
     try:
         return load_settings(path)
     except ConfigError as error:
-        print("The configuration has problems:", file=sys.stderr)
+        # One problem per line, nothing else, so the report is easy to read and to grep.
         for problem in error.problems:
-            print(f"  {problem}", file=sys.stderr)
+            print(problem, file=sys.stderr)
         return None
 
 

@@ -14,7 +14,6 @@ real WeChat and a real app.
 from __future__ import annotations
 
 import secrets
-import sys
 import threading
 from html import escape
 from typing import TYPE_CHECKING
@@ -44,9 +43,11 @@ _PAGE = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Sample app: who am I?</title>
 <style>
-body {{ font: 16px/1.5 system-ui, sans-serif; max-width: 44rem; margin: 2rem auto; padding: 0 1rem; }}
+body {{ font: 16px/1.5 system-ui, sans-serif; max-width: 44rem; margin: 2rem auto;
+  padding: 0 1rem; }}
 table {{ border-collapse: collapse; width: 100%; }}
-th, td {{ text-align: left; padding: .4rem .6rem; border-bottom: 1px solid #ddd; vertical-align: top; }}
+th, td {{ text-align: left; padding: .4rem .6rem; border-bottom: 1px solid #ddd;
+  vertical-align: top; }}
 td {{ overflow-wrap: anywhere; }} code {{ font-size: .85em; }} img {{ border-radius: 8px; }}
 </style></head>
 <body>
@@ -70,7 +71,8 @@ def sample_app(environ: WSGIEnvironment, start_response: StartResponse) -> Itera
     for name in _IDENTITY:
         value = environ.get("HTTP_" + name.upper().replace("-", "_"))
         shown = "<em>absent</em>" if value is None else f"<code>{escape(value)}</code>"
-        rows.append(f'<tr><th>{escape(name)}</th><td data-header="{escape(name)}">{shown}</td></tr>')
+        cell = f'<td data-header="{escape(name)}">{shown}</td>'
+        rows.append(f"<tr><th>{escape(name)}</th>{cell}</tr>")
     nickname = unquote(environ.get("HTTP_X_WECHAT_NICKNAME", "stranger"))
     path = environ.get("RAW_URI") or environ.get("PATH_INFO", "/")
     body = _PAGE.format(nickname=escape(nickname), rows="\n".join(rows), path=escape(path))
@@ -128,7 +130,6 @@ wechat-gateway demo
 Open {settings.public_url}/ in your browser, then pick a test identity on the
 simulated WeChat QR page. Press Ctrl+C to stop.
 """,
-        file=sys.stderr,
         flush=True,
     )
     serve(settings)
