@@ -9,7 +9,13 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from gateway import __version__
-from gateway.config import DEFAULT_CONFIG_FILE, ENV_CONFIG, ConfigError, load_settings
+from gateway.config import (
+    DEFAULT_CONFIG_FILE,
+    ENV_CONFIG,
+    ConfigError,
+    check_bind,
+    load_settings,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -56,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         "prints every problem and exits 2 without starting.",
     )
     _add_config_option(serve)
-    serve.add_argument("--bind", metavar="HOST:PORT", help="listen address (overrides server.bind)")
+    serve.add_argument(
+        "--bind", type=_bind, metavar="HOST:PORT", help="listen address (overrides server.bind)"
+    )
     serve.add_argument(
         "--workers",
         type=_positive_int,
@@ -79,9 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         "it receives, and the gateway in front of it, all on 127.0.0.1. No WeChat account "
         "needed. Prints the URL to open.",
     )
-    demo.add_argument(
-        "--port", type=_port, default=8000, help="the gateway's port (default: 8000)"
-    )
+    demo.add_argument("--port", type=_port, default=8000, help="the gateway's port (default: 8000)")
 
     commands.add_parser(
         "gen-secret",
@@ -109,6 +115,13 @@ def _port(text: str) -> int:
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError("must be between 1 and 65535")
     return value
+
+
+def _bind(text: str) -> str:
+    problem = check_bind(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 def _positive_int(text: str) -> int:

@@ -14,6 +14,7 @@ message only needs to say what is wrong and where.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -127,6 +128,10 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict
     result: dict[Any, Any] = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, str | int | float | bool) and key is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, "keys must be plain names", key_node.start_mark
+            )
         if key in result:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark
@@ -168,6 +173,10 @@ def parse_settings(
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError([f"{source}: invalid YAML: {_describe_yaml_error(exc)}"]) from None
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+        # A tagged scalar (!!int, !!timestamp...) that does not parse: the library's message
+        # quotes the value, which may be a secret, so it is not repeated.
+        raise ConfigError([f"{source}: invalid YAML: a tagged value cannot be read"]) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -199,10 +208,13 @@ def _substitute(value: str, path: str, environ: Mapping[str, str], problems: lis
                 f"{path}: malformed variable reference (use ${{NAME}} or ${{NAME:-default}})"
             )
             return ""
-        if name in environ:
-            return environ[name]
-        if default is not None:
+        value = environ.get(name)
+        if value:
+            return value
+        if default is not None:  # shell semantics: unset *or empty* takes the default
             return default
+        if value is not None:
+            return value
         problems.append(f"{path}: environment variable {name} is not set")
         return ""
 
@@ -215,9 +227,19 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_HOSTNAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(?:\.(?!-)[a-z0-9-]{1,63}(?<!-))*\.?")
 _BIND = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]*):\d{1,5}$|^unix:/.+$")
 _WORKER_CLASSES = ("gevent", "gthread")
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def check_bind(value: str) -> str | None:
+    """What is wrong with a listen address, or None if it is usable."""
+    if not _BIND.match(value):
+        return "must be HOST:PORT (e.g. 0.0.0.0:8000) or unix:/path"
+    if not value.startswith("unix:") and not 1 <= int(value.rsplit(":", 1)[1]) <= 65535:
+        return "the port must be between 1 and 65535"
+    return None
 
 
 def parse_duration(value: object) -> float:
@@ -251,6 +273,26 @@ def parse_size(value: object) -> int:
     raise ValueError("must be a size such as 1048576, 512KiB, 10MiB or 2GiB")
 
 
+def _expand(
+    value: object, path: str, environ: Mapping[str, str], problems: list[str], failed: set[str]
+) -> object:
+    """Substitute ``${VAR}`` in every string of the tree, once; remember which paths failed."""
+    if isinstance(value, str):
+        before = len(problems)
+        result = _substitute(value, path, environ, problems)
+        if len(problems) > before:
+            failed.add(path)
+        return result
+    if isinstance(value, list):
+        return [_expand(v, f"{path}[{i}]", environ, problems, failed) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {
+            k: _expand(v, f"{path}.{k}" if path else str(k), environ, problems, failed)
+            for k, v in value.items()
+        }
+    return value
+
+
 class _Section:
     """One mapping of the config being validated: typed getters that record problems."""
 
@@ -259,12 +301,12 @@ class _Section:
         data: object,
         path: str,
         known: tuple[str, ...],
-        environ: Mapping[str, str],
         problems: list[str],
+        failed: set[str],
     ) -> None:
         self.path = path
-        self.environ = environ
         self.problems = problems
+        self.failed = failed
         self.data: dict[str, Any] = {}
         if data is None:
             return
@@ -277,19 +319,10 @@ class _Section:
                 suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
                 problems.append(f"{self.key_path(str(key))}: unknown key{suggestion}")
                 continue
-            self.data[key] = self._expand(value, self.key_path(key))
+            self.data[key] = value
 
     def key_path(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
-
-    def _expand(self, value: object, path: str) -> object:
-        if isinstance(value, str):
-            return _substitute(value, path, self.environ, self.problems)
-        if isinstance(value, list):
-            return [self._expand(item, f"{path}[{i}]") for i, item in enumerate(value)]
-        if isinstance(value, dict):
-            return {k: self._expand(v, f"{path}.{k}") for k, v in value.items()}
-        return value
 
     def has(self, key: str) -> bool:
         return self.data.get(key) is not None
@@ -298,7 +331,9 @@ class _Section:
         return self.data.get(key)
 
     def problem(self, key: str, message: str) -> None:
-        self.problems.append(f"{self.key_path(key)}: {message}")
+        path = self.key_path(key)
+        if path not in self.failed:  # already reported: an unset environment variable
+            self.problems.append(f"{path}: {message}")
 
     def _get(self, key: str, default: Any, convert: Callable[[object], Any], required: bool) -> Any:
         if not self.has(key):
@@ -387,7 +422,7 @@ class _Section:
         return tuple(items)
 
     def section(self, key: str, known: tuple[str, ...]) -> _Section:
-        return _Section(self.raw(key), self.key_path(key), known, self.environ, self.problems)
+        return _Section(self.raw(key), self.key_path(key), known, self.problems, self.failed)
 
 
 def _origin_url(value: str) -> str | None:
@@ -403,7 +438,13 @@ def _origin_url(value: str) -> str | None:
         return None
     host = parts.hostname.lower()
     if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return None
         host = f"[{host}]"
+    elif not _HOSTNAME.fullmatch(host):
+        return None
     default_port = 443 if parts.scheme == "https" else 80
     netloc = host if port in (None, default_port) else f"{host}:{port}"
     return f"{parts.scheme}://{netloc}"
@@ -435,7 +476,9 @@ _LOGIN_KEYS = tuple(LoginSettings.__dataclass_fields__)
 def validate(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
     """Turn the parsed YAML into Settings, or raise ConfigError with every problem found."""
     problems: list[str] = []
-    top = _Section(dict(raw), "", _TOP_KEYS, environ, problems)
+    failed: set[str] = set()
+    expanded = _expand(dict(raw), "", environ, problems, failed)
+    top = _Section(expanded, "", _TOP_KEYS, problems, failed)
 
     public_url = top.string("public_url", required=True)
     origin = _origin_url(public_url) if public_url else None
@@ -482,8 +525,9 @@ def _validate_access(section: _Section) -> AccessSettings:
 def _validate_server(section: _Section) -> ServerSettings:
     defaults = ServerSettings()
     bind = section.string("bind", defaults.bind)
-    if bind and not _BIND.match(bind):
-        section.problem("bind", "must be HOST:PORT (e.g. 0.0.0.0:8000) or unix:/path")
+    bind_problem = check_bind(bind) if bind else None
+    if bind_problem:
+        section.problem("bind", bind_problem)
     return ServerSettings(
         bind=bind,
         workers=section.integer("workers", defaults.workers, minimum=1, maximum=256),
@@ -565,6 +609,8 @@ def _validate_session(section: _Section, *, https: bool) -> SessionSettings | No
     if not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", cookie_name):
         section.problem("cookie_name", "must be 1-64 characters of letters, digits, '_' or '-'")
     max_age = section.duration("max_age", 7 * 86400, positive=True)
+    if 0 < max_age < 1:
+        section.problem("max_age", "must be at least 1 second")
     return SessionSettings(
         secret=secret,
         previous_secrets=previous,
@@ -585,7 +631,7 @@ def _validate_upstreams(top: _Section) -> tuple[UpstreamSettings, ...]:
     result: list[UpstreamSettings] = []
     seen: set[str] = set()
     for i, item in enumerate(raw):
-        section = _Section(item, f"upstreams[{i}]", _UPSTREAM_KEYS, top.environ, top.problems)
+        section = _Section(item, f"upstreams[{i}]", _UPSTREAM_KEYS, top.problems, top.failed)
         prefix = section.string("prefix", required=True)
         if prefix and not prefix.startswith("/"):
             section.problem("prefix", "must start with /")
@@ -629,6 +675,7 @@ __all__ = [
     "Settings",
     "UpstreamSettings",
     "WeChatSettings",
+    "check_bind",
     "default_config_path",
     "iter_secret_values",
     "load_settings",

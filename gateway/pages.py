@@ -32,7 +32,28 @@ def is_api_call(environ: WSGIEnvironment) -> bool:
     if environ.get("HTTP_X_REQUESTED_WITH", "").lower() == "xmlhttprequest":
         return True
     accept = environ.get("HTTP_ACCEPT", "").lower()
-    return "json" in accept and "html" not in accept
+    if "json" not in accept:
+        return False
+    wants_json = wants_html = False
+    for media_range in accept.split(","):
+        media_type, _, params = media_range.partition(";")
+        if _refused(params):
+            continue
+        wants_json = wants_json or "json" in media_type
+        wants_html = wants_html or "html" in media_type
+    return wants_json and not wants_html
+
+
+def _refused(params: str) -> bool:
+    """``q=0`` (RFC 9110 12.4.2) marks a media type as not acceptable."""
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip() == "q":
+            try:
+                return float(value) == 0
+            except ValueError:
+                return False
+    return False
 
 
 @cache
