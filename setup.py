@@ -16,8 +16,9 @@ setup(
     package_data={"gateway": ["templates/*.html", "simulator/templates/*.html", "py.typed"]},
     install_requires=[
         "Werkzeug>=3.0,<4",
-        "gunicorn>=23,<28",
+        "gunicorn[gevent]>=23,<28",
         "gevent>=24.10,<27",
+        "packaging>=23",
         "requests>=2.31,<3",
         "urllib3>=2.2,<3",
         "cachetools>=5.3,<9",

@@ -19,7 +19,7 @@ from gateway.redirects import RedirectPolicy
 
 # --- the shared corpus ------------------------------------------------------------------
 
-_CORPUS_FILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "openredirects.jsonl"
+_CORPUS_FILE = Path(__file__).resolve().parent / "data" / "openredirects.jsonl"
 
 #: The allowed hosts the corpus's ``expect_valid`` was written for (shared/data/README.md).
 _CORPUS_ALLOWED_DOMAINS = (
