@@ -117,21 +117,21 @@ class Gateway:
             if upstream is None:
                 raise NotFound("no upstream serves this path")
             found = self.sessions.load(environ)
-            if found is None:
-                if not self.access.is_public(environ["REQUEST_METHOD"], target.split("?", 1)[0]):
+            if found is None or not self.access.allows(found[0]):
+                if self.access.is_public(environ["REQUEST_METHOD"], target.split("?", 1)[0]):
+                    self.metrics.inc("requests_total", "public")
+                    return self.forward(environ, start_response, upstream, target)
+                if found is None:
                     api = is_api_call(environ)
                     self.metrics.inc("requests_total", "unauthorized" if api else "login_redirect")
                     return self.login.challenge(environ, start_response, target)
-                self.metrics.inc("requests_total", "public")
-                return self.forward(environ, start_response, upstream, target)
-            session, reissue = found
-            if not self.access.allows(session):
                 self.metrics.inc("requests_total", "forbidden")
                 raise NotAllowed(
-                    f"Your WeChat account (openid {session.openid}) is not on this"
+                    f"Your WeChat account (openid {found[0].openid}) is not on this"
                     " application's allow list.",
                     actions=(("Sign out", "/_gateway/logout"),),
                 )
+            session, reissue = found
             if reissue:
                 start_response = _adding_header(
                     start_response, self.sessions.save(session, self.clock())
