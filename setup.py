@@ -30,6 +30,7 @@ setup(
         "test": [
             "pytest>=8,<10",
             "hypothesis>=6.100,<7",
+            "selenium>=4.20,<5",
             "ruff>=0.6",
             "mypy>=1.10",
             "types-PyYAML",

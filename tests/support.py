@@ -59,7 +59,9 @@ def base_config(port: int, upstream_url: str, **overrides: Any) -> dict[str, Any
 class GatewayProcess:
     """``wechat-gateway serve`` as a child process; use as a context manager."""
 
-    def __init__(self, config: dict[str, Any], directory: Path, *, env: dict[str, str] | None = None):
+    def __init__(
+        self, config: dict[str, Any], directory: Path, *, env: dict[str, str] | None = None
+    ):
         self.config = config
         self.port = int(config["server"]["bind"].rsplit(":", 1)[1])
         self.url = f"http://127.0.0.1:{self.port}"
@@ -83,7 +85,9 @@ class GatewayProcess:
                 raise RuntimeError(f"gateway exited early:\n{self.log()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), 0.2) as sock:
-                    sock.sendall(b"GET /_gateway/healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                    sock.sendall(
+                        b"GET /_gateway/healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                    )
                     if sock.recv(64).startswith(b"HTTP/1.1 200"):
                         return self
             except OSError:
@@ -107,7 +111,11 @@ class GatewayProcess:
             self._log.close()
 
     def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
+        return (
+            self.log_path.read_text(encoding="utf-8", errors="replace")
+            if self.log_path.exists()
+            else ""
+        )
 
 
 def session_cookie(
