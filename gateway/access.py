@@ -7,8 +7,9 @@ regular expressions (``~^/api/v1/public/``).
 A public-path match must never be fooled by a spelling of a protected path that the
 upstream would resolve elsewhere (``/static/../admin``). Paths are therefore matched in
 their decoded form, and any path whose meaning could differ between the gateway and the
-upstream (dot segments, encoded slashes, backslashes, empty segments, ``;`` parameters)
-is simply not public: it needs a session like everything else. That fails closed.
+upstream (dot segments, encoded slashes, backslashes, empty segments, ``;`` parameters,
+an encoded ``%`` that a second decoding would turn into any of these) is simply not
+public: it needs a session like everything else. That fails closed.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
     from gateway.session import Session
 
-_AMBIGUOUS = re.compile(r"%2[fF]|%5[cC]|%2[eE]|%00|\\|;|//|/\.\.?(?:/|$)")
+_AMBIGUOUS = re.compile(r"%2[fF]|%5[cC]|%2[eE]|%25|%00|\\|;|//|/\.\.?(?:/|$)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +44,12 @@ class _PublicRule:
 
 def parse_public_rule(entry: str) -> _PublicRule:
     """``/prefix``, ``METHOD /prefix`` or ``[METHOD ]~regex``; ValueError if malformed."""
-    method, _, rest = entry.strip().partition(" ")
-    if not rest:
-        method, rest = "", method
-    method = method.upper() or None  # type: ignore[assignment]
-    if method is not None and not method.isalpha():
+    entry = entry.strip()
+    # A rule that starts with the path or the regex has no method, even if a space follows.
+    word, _, rest = ("", "", entry) if entry[:1] in ("/", "~") else entry.partition(" ")
+    if word and not word.isalpha():
         raise ValueError("the method must be a word such as GET")
+    method = word.upper() or None
     rest = rest.strip()
     if rest.startswith("~"):
         try:

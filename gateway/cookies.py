@@ -6,6 +6,7 @@ values read back are only ever handed to the codec, which rejects anything it di
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -14,6 +15,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
+# Servers join repeated ``Cookie`` lines with ``,``, and no cookie value contains one
+# (RFC 6265 4.1.1), so both separate pairs; the proxy strips the gateway's cookies by the
+# same rule, and the two must agree on what a cookie is.
+_PAIR_SEPARATOR = re.compile(r"[;,]")
+
 
 def request_cookies(environ: WSGIEnvironment, name: str) -> list[str]:
     """Every value the browser sent for ``name`` (a parent domain may add a second one)."""
@@ -21,7 +27,7 @@ def request_cookies(environ: WSGIEnvironment, name: str) -> list[str]:
     if not header or name not in header:
         return []
     values = []
-    for part in header.split(";"):
+    for part in _PAIR_SEPARATOR.split(header):
         key, sep, value = part.partition("=")
         if sep and key.strip() == name:
             values.append(value.strip().strip('"'))

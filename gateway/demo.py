@@ -45,7 +45,7 @@ _PAGE = """<!doctype html>
 <style>
 body {{ font: 16px/1.5 system-ui, sans-serif; max-width: 44rem; margin: 2rem auto;
   padding: 0 1rem; }}
-table {{ border-collapse: collapse; width: 100%; }}
+table {{ border-collapse: collapse; width: 100%; }} th {{ white-space: nowrap; }}
 th, td {{ text-align: left; padding: .4rem .6rem; border-bottom: 1px solid #ddd;
   vertical-align: top; }}
 td {{ overflow-wrap: anywhere; }} code {{ font-size: .85em; }} img {{ border-radius: 8px; }}

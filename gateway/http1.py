@@ -11,11 +11,17 @@ framing the way RFC 9112 6.3 says, and hand out the body as the bytes arrive, ra
 from __future__ import annotations
 
 import socket
+import time
 
 _MAX_HEAD = 64 * 1024
 _MAX_CHUNK_LINE = 4096
 _RECV = 256 * 1024
 _NO_BODY_STATUS = frozenset({204, 304})
+# RFC 9110 5.5: control characters in a field value are replaced with SP (HTAB stays), so
+# a bare CR or LF can never split the head the gateway writes to the client.
+_CONTROLS = bytes([*range(9), *range(10, 32), 127])
+_CONTROLS_TO_SPACE = bytes.maketrans(_CONTROLS, b" " * len(_CONTROLS))
+_HEX = frozenset(b"0123456789abcdefABCDEF")
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
@@ -39,8 +45,10 @@ class Response:
         "_buf",
         "_chunk_left",
         "_sock",
+        "bodiless",
         "chunked",
         "complete",
+        "declared_length",
         "headers",
         "length",
         "reason",
@@ -52,39 +60,56 @@ class Response:
     reason: str
     headers: list[tuple[str, str]]
     length: int | None
+    bodiless: bool
+    declared_length: int | None
     chunked: bool
     will_close: bool
     complete: bool
 
-    def __init__(self, sock: socket.socket, method: str) -> None:
+    def __init__(self, sock: socket.socket, method: str, *, deadline: float | None = None) -> None:
+        """Read the response head; ``deadline`` (``time.monotonic()``) bounds the whole head.
+
+        A per-read timeout alone would let an upstream that trickles its head (or sends
+        interim responses) hold the request for ever; past the deadline, ``TimeoutError``.
+        """
         self._sock = sock
         self._buf = b""
         self._chunk_left = 0
         self._after_chunk = False
+        interim = False
         while True:
-            head = self._read_head()
+            head = self._read_head(deadline, after_interim=interim)
             self._parse_head(head)
+            interim = True
             # Interim responses (100 Continue, 103 Early Hints...) are skipped; 101 would
             # switch protocols, which this proxy never asks for, so it is final here.
             if not 100 <= self.status < 200 or self.status == 101:
                 break
         self._decide_framing(method)
 
-    def _read_head(self) -> bytes:
+    def _read_head(self, deadline: float | None, *, after_interim: bool) -> bytes:
         buf = self._buf
         start = 0
         while True:
             end = buf.find(b"\r\n\r\n", start)
+            if end > _MAX_HEAD or (end == -1 and len(buf) > _MAX_HEAD):
+                raise InvalidResponse("response head too large")
             if end != -1:
                 self._buf = buf[end + 4 :]
                 return buf[:end]
-            if len(buf) > _MAX_HEAD:
-                raise InvalidResponse("response head too large")
             start = max(0, len(buf) - 3)
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("no complete response head before the deadline")
+                self._sock.settimeout(left)
             data = self._sock.recv(_RECV)
             if not data:
                 if buf:
                     raise InvalidResponse("connection closed inside the response head")
+                if after_interim:
+                    # It did answer, so this is no stale connection to retry on.
+                    raise InvalidResponse("connection closed after an interim response")
                 raise ClosedBeforeResponse
             buf += data
 
@@ -96,19 +121,21 @@ class Response:
         if not version.startswith(b"HTTP/1.") or len(code) != 3 or not code.isdigit():
             raise InvalidResponse("invalid status line")
         self.status = int(code)
-        self.reason = reason.decode("latin-1").strip()
+        self.reason = reason.translate(_CONTROLS_TO_SPACE).decode("latin-1").strip()
         headers: list[tuple[str, str]] = []
         for line in lines[1:]:
             if line[:1] in (b" ", b"\t"):
                 if not headers:
                     raise InvalidResponse("continuation line before any header")
                 name, value = headers[-1]
-                headers[-1] = (name, f"{value} {line.strip().decode('latin-1')}")
+                more = line.translate(_CONTROLS_TO_SPACE).strip().decode("latin-1")
+                headers[-1] = (name, f"{value} {more}")
                 continue
             name_bytes, colon, value_bytes = line.partition(b":")
             if not colon or not name_bytes or not _TOKEN.issuperset(name_bytes):
                 raise InvalidResponse("invalid header line")
-            headers.append((name_bytes.decode("ascii"), value_bytes.strip().decode("latin-1")))
+            value = value_bytes.translate(_CONTROLS_TO_SPACE).strip().decode("latin-1")
+            headers.append((name_bytes.decode("ascii"), value))
         self.headers = headers
         self.will_close = version == b"HTTP/1.0"
 
@@ -130,17 +157,25 @@ class Response:
         self.will_close = "close" in connection or (http10 and "keep-alive" not in connection)
         self.chunked = False
         self.length = None
-        if method == "HEAD" or self.status in _NO_BODY_STATUS or self.status < 200:
+        # A HEAD or 304 answer may still state the length of the representation it is about.
+        single = next(iter(lengths)) if len(lengths) == 1 else ""
+        self.declared_length = int(single) if single.isdigit() else None
+        self.bodiless = method == "HEAD" or self.status in _NO_BODY_STATUS or self.status < 200
+        if self.bodiless:
             self.length = 0
         elif transfer_codings:
             if transfer_codings[-1] == "chunked":
                 self.chunked = True
             else:
                 self.will_close = True  # ends when the connection closes
+            if lengths or http10:
+                # RFC 9112 6.1 and 6.3: chunked wins, but the upstream may disagree about
+                # where its answer ends, so this connection carries nothing after it.
+                self.will_close = True
         elif lengths:
-            if len(lengths) != 1 or not next(iter(lengths)).isdigit():
+            if self.declared_length is None:
                 raise InvalidResponse("invalid or conflicting Content-Length")
-            self.length = int(next(iter(lengths)))
+            self.length = self.declared_length
         else:
             self.will_close = True
         self.complete = self.length == 0
@@ -205,11 +240,11 @@ class Response:
 
     def _next_chunk_size(self) -> int:
         line = self._readline()
-        size_text = line.split(b";", 1)[0].strip()
-        try:
-            return int(size_text, 16)
-        except ValueError:
-            raise InvalidResponse("invalid chunk size") from None
+        size_text = line.split(b";", 1)[0].rstrip(b" \t")
+        # int() alone would also take "-1", "+5", "0x5" and "0_5"; RFC 9112 7.1: 1*HEXDIG.
+        if not size_text or len(size_text) > 16 or not _HEX.issuperset(size_text):
+            raise InvalidResponse("invalid chunk size")
+        return int(size_text, 16)
 
     def _skip_trailers(self) -> None:
         while self._readline():

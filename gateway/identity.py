@@ -34,6 +34,9 @@ AVATAR = "X-WeChat-Avatar"
 
 # C0 and C1 controls and DEL; WeChat nicknames really do contain some of them.
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# JSON lets WeChat send half an emoji ("\ud83d"); it has no UTF-8 form, so it becomes U+FFFD
+# rather than bytes that are not UTF-8 at all.
+_LONE_SURROGATES = re.compile("[\ud800-\udfff]")
 # What may stay literal in a URL header value: RFC 3986 reserved and unreserved characters.
 _URL_SAFE = "-._~:/?#[]@!$&'()*+,;=%"
 
@@ -44,13 +47,12 @@ def is_client_identity_key(environ_key: str) -> bool:
 
 def encode_nickname(nickname: str) -> str:
     """Control characters removed, then UTF-8 percent-encoded (unreserved kept)."""
-    cleaned = _CONTROLS.sub("", nickname)
-    return quote(cleaned.encode("utf-8", "surrogatepass"), safe="-._~")
+    return quote(_utf8(_CONTROLS.sub("", nickname)), safe="-._~")
 
 
 def encode_avatar(url: str) -> str:
     """The avatar URL as a header-safe value: controls dropped, anything non-ASCII encoded."""
-    return quote(_CONTROLS.sub("", url).encode("utf-8", "surrogatepass"), safe=_URL_SAFE)
+    return quote(_utf8(_CONTROLS.sub("", url)), safe=_URL_SAFE)
 
 
 def identity_headers(session: Session) -> list[tuple[str, str]]:
@@ -68,4 +70,8 @@ def _token(value: str) -> str:
     # openids, unionids and app ids are ASCII tokens; anything else is encoded, never raw.
     if value.isascii() and value.isprintable():
         return value
-    return quote(value.encode("utf-8", "surrogatepass"), safe="-._~")
+    return quote(_utf8(value), safe="-._~")
+
+
+def _utf8(text: str) -> bytes:
+    return _LONE_SURROGATES.sub("\ufffd", text).encode("utf-8")

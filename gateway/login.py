@@ -27,6 +27,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 import secrets
 import string
 import time
@@ -111,7 +112,7 @@ class LoginFlow:
         self.access = access
         self.clock = clock
         self.max_age = settings.session.max_age
-        self.state_ttl = int(settings.login.state_ttl)
+        self.state_ttl = settings.login.state_ttl
         self.userinfo_lang = "en" if settings.wechat.lang == "en" else "zh_CN"
         self.state_cookie = CookieSpec(
             f"{settings.session.cookie_name}_login",
@@ -192,8 +193,9 @@ class LoginFlow:
         rd = _query(environ).get("rd")
         target = self.redirects.safe_target(rd) if rd else "/"
         state = _new_state()
-        now = int(self.clock())
-        pending = [_Pending(state, target, now + self.state_ttl, False)]
+        # Rounded up: whole seconds are stored, and a login must live at least state_ttl.
+        expires_at = math.ceil(self.clock() + self.state_ttl)
+        pending = [_Pending(state, target, expires_at, False)]
         pending += [p for p in self._read_pending(environ) if not p.used][: _MAX_PENDING - 1]
         location = self.wechat.qrconnect_url(self.callback_url, state)
         start_response(
@@ -250,6 +252,15 @@ class LoginFlow:
         retry = self._retry(target)
         try:
             token = self.wechat.exchange_code(code)
+            if token.is_snapshotuser:
+                # WeChat's snapshot mode hands out a virtual identity shared by strangers:
+                # never a person to sign in. The user has to open the full page and confirm.
+                log.info("refused a snapshot-mode identity (openid=%s)", token.openid)
+                raise LoginCancelled(
+                    "WeChat only shared a preview (snapshot) identity. Open the page in"
+                    " WeChat's full mode and confirm the sign-in.",
+                    actions=retry,
+                )
             profile = self.wechat.userinfo(token.access_token, token.openid, self.userinfo_lang)
         except WeChatError as exc:
             raise _login_failure(exc, retry) from None

@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
 import select
 import socket
 import ssl
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -77,6 +79,7 @@ _STREAM_CHUNK = 256 * 1024
 _SMALL_BODY = 64 * 1024
 _MAX_IDLE = 64
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+_COOKIE_SEPARATOR = re.compile(r"[;,]")
 
 
 class UpstreamBroken(ConnectionResetError):
@@ -308,13 +311,22 @@ class ForwardContext:
     max_body_size: int
     gateway_cookies: frozenset[str]
 
+    @property
+    def public_host(self) -> str:
+        """The authority of ``public_url``: what a client that sent no ``Host`` reached."""
+        return self.public_url.split("://", 1)[1]
+
 
 def filter_cookie_header(value: str, names: frozenset[str]) -> str:
-    """The Cookie header without the gateway's own cookies; the app's cookies stay."""
+    """The Cookie header without the gateway's own cookies; the app's cookies stay.
+
+    Pairs are split at ``,`` as well as ``;``: a server joins repeated ``Cookie`` lines with
+    a comma, and a cookie value cannot contain one (RFC 6265 4.1.1).
+    """
     if not any(name in value for name in names):
         return value
     kept = []
-    for part in value.split(";"):
+    for part in _COOKIE_SEPARATOR.split(value):
         name = part.split("=", 1)[0].strip()
         if name and name not in names:
             kept.append(part.strip())
@@ -334,12 +346,14 @@ def build_request_head(
     Client copies of identity headers (``X-WeChat-*``, whatever the case or ``_``/``-``
     spelling: the server maps both to ``HTTP_X_WECHAT_``) are dropped here, on every
     request, and the gateway's own identity headers are added after them.
+
+    HTTP/1.1 requires ``Host``, but an HTTP/1.0 client may leave it out; the upstream then
+    gets the public host, the one that client reached.
     """
     connection_listed = _connection_tokens(environ.get("HTTP_CONNECTION"))
     lines = [f"{method} {target} HTTP/1.1"]
-    host = environ.get("HTTP_HOST")
-    if host:
-        lines.append(f"Host: {host}")
+    host = environ.get("HTTP_HOST") or context.public_host
+    lines.append(f"Host: {host}")
     content_type = environ.get("CONTENT_TYPE")
     if content_type:
         lines.append(f"Content-Type: {content_type}")
@@ -366,8 +380,7 @@ def build_request_head(
     if forwarded_for:
         lines.append(f"X-Forwarded-For: {forwarded_for}")
     lines.append(f"X-Forwarded-Proto: {context.public_scheme}")
-    if host:
-        lines.append(f"X-Forwarded-Host: {host}")
+    lines.append(f"X-Forwarded-Host: {host}")
     for name, value in identity:
         lines.append(f"{name}: {value}")
     lines.append("\r\n")
@@ -537,7 +550,7 @@ class Forwarder:
         else:
             send_error = None
         try:
-            response = Response(sock, method)
+            response = Response(sock, method, deadline=time.monotonic() + upstream.timeout)
         except TimeoutError:
             sock.close()
             raise UpstreamTimeout(
@@ -577,7 +590,10 @@ class Forwarder:
                 sock.close()
                 raise UpstreamUnavailable(f"the upstream {_reason(exc)}") from None
             _finish(upstream, sock, response)
-            headers.append(("Content-Length", str(length)))
+            if not response.bodiless:
+                headers.append(("Content-Length", str(length)))
+            elif response.declared_length is not None:
+                headers.append(("Content-Length", str(response.declared_length)))
             start_response(f"{status} {reason}", headers)
             return [data] if data else []
         if length is not None:
@@ -597,8 +613,6 @@ class Forwarder:
             lower = name.lower()
             if lower in _hop_by_hop or lower == "content-length" or lower in connection_listed:
                 continue
-            if "\n" in value or "\r" in value:
-                value = " ".join(value.split())
             if lower == "location":
                 value = self._rewrite_location(upstream, value)
             headers.append((name, value))
@@ -610,7 +624,7 @@ class Forwarder:
             if lowered.startswith(origin.lower()):
                 rest = value[len(origin) :]
                 if not rest or rest[0] in "/?#":
-                    return self.context.public_url + (rest or "/")
+                    return self.context.public_url + (rest if rest[:1] == "/" else "/" + rest)
         return value
 
     def close(self) -> None:
