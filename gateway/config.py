@@ -75,6 +75,7 @@ class WeChatSettings:
     lang: str = "cn"
     timeout: float = 5.0
     official_account: OfficialAccountSettings | None = None
+    fetch_profile: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,8 @@ class SessionSettings:
     cookie_name: str = "wechat_gateway"
     max_age: int = 7 * 86400
     secure: bool = True
+    cookie_domain: str | None = None
+    revalidate: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,17 +95,30 @@ class UpstreamSettings:
     url: str
     timeout: float = 30.0
     read_timeout: float = 300.0
+    host: str | None = None
+    strip_prefix: bool = False
+    public: bool = False
+    allow: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class AccessSettings:
     allow: tuple[str, ...] = ()
+    allow_file: str | None = None
     public: tuple[str, ...] = ()
+    api_paths: tuple[str, ...] = ()
+    allow_preflight: bool = True
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class LoginSettings:
     state_ttl: float = 600.0
+    mode: str = "redirect"
+    title: str = ""
+    logo_url: str = ""
+    footer: str = ""
+    wxlogin_js: str = "https://res.wx.qq.com/connect/zh_CN/htmledition/js/wxLogin.js"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +130,7 @@ class Settings:
     server: ServerSettings = ServerSettings()
     access: AccessSettings = AccessSettings()
     login: LoginSettings = LoginSettings()
+    redirect_domains: tuple[str, ...] = ()
 
 
 # --- loading --------------------------------------------------------------------------
@@ -463,7 +480,16 @@ def _http_url(value: str) -> str | None:
     return value.strip().rstrip("/")
 
 
-_TOP_KEYS = ("public_url", "server", "wechat", "session", "upstreams", "access", "login")
+_TOP_KEYS = (
+    "public_url",
+    "server",
+    "wechat",
+    "session",
+    "upstreams",
+    "access",
+    "login",
+    "redirect_domains",
+)
 _SERVER_KEYS = tuple(ServerSettings.__dataclass_fields__)
 _WECHAT_KEYS = tuple(WeChatSettings.__dataclass_fields__)
 _OA_KEYS = tuple(OfficialAccountSettings.__dataclass_fields__)
@@ -495,8 +521,12 @@ def validate(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
     )
     upstreams = _validate_upstreams(top)
     access = _validate_access(top.section("access", _ACCESS_KEYS))
-    login_section = top.section("login", _LOGIN_KEYS)
-    login = LoginSettings(state_ttl=login_section.duration("state_ttl", 600.0, positive=True))
+    login = _validate_login(top.section("login", _LOGIN_KEYS))
+    redirect_domains = top.string_list("redirect_domains")
+    for i, entry in enumerate(redirect_domains):
+        problem = check_redirect_domain(entry)
+        if problem:
+            problems.append(f"redirect_domains[{i}]: {problem}")
 
     if problems:
         raise ConfigError(problems)
@@ -509,6 +539,36 @@ def validate(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
         server=server,
         access=access,
         login=login,
+        redirect_domains=redirect_domains,
+    )
+
+
+def check_redirect_domain(entry: str) -> str | None:
+    """What is wrong with a ``redirect_domains`` entry, or None."""
+    from gateway.redirects import RedirectPolicy  # noqa: PLC0415 - avoids an import cycle
+
+    try:
+        RedirectPolicy("https://example.invalid", (entry,))
+    except ValueError:
+        return "must be a host name, optionally with a leading '.' or '*.' and a ':port' or ':*'"
+    return None
+
+
+def _validate_login(section: _Section) -> LoginSettings:
+    defaults = LoginSettings()
+    wxlogin_js = section.string("wxlogin_js", defaults.wxlogin_js)
+    if _http_url(wxlogin_js) is None:
+        section.problem("wxlogin_js", "must be an http or https URL")
+    logo_url = section.string("logo_url", "")
+    if logo_url and _http_url(logo_url) is None and not logo_url.startswith("/"):
+        section.problem("logo_url", "must be an http or https URL or a path starting with /")
+    return LoginSettings(
+        state_ttl=section.duration("state_ttl", defaults.state_ttl, positive=True),
+        mode=section.choice("mode", defaults.mode, ("redirect", "page")),
+        title=section.string("title", ""),
+        logo_url=logo_url,
+        footer=section.string("footer", ""),
+        wxlogin_js=wxlogin_js,
     )
 
 
@@ -519,7 +579,30 @@ def _validate_access(section: _Section) -> AccessSettings:
             parse_public_rule(entry)
         except ValueError as exc:
             section.problems.append(f"{section.key_path('public')}[{i}]: {exc}")
-    return AccessSettings(allow=section.string_list("allow"), public=public)
+    api_paths = section.string_list("api_paths")
+    for i, prefix in enumerate(api_paths):
+        if not prefix.startswith("/"):
+            section.problems.append(f"{section.key_path('api_paths')}[{i}]: must start with /")
+    trusted = section.string_list("trusted_proxies")
+    for i, network in enumerate(trusted):
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            section.problems.append(
+                f"{section.key_path('trusted_proxies')}[{i}]: must be an IP address or network"
+                " such as 10.0.0.0/8"
+            )
+    allow_file = section.string("allow_file", "") or None
+    if allow_file is not None and not os.path.isfile(allow_file):
+        section.problem("allow_file", "file not found")
+    return AccessSettings(
+        allow=section.string_list("allow"),
+        allow_file=allow_file,
+        public=public,
+        api_paths=api_paths,
+        allow_preflight=section.boolean("allow_preflight", True),
+        trusted_proxies=trusted,
+    )
 
 
 def _validate_server(section: _Section) -> ServerSettings:
@@ -574,6 +657,7 @@ def _validate_wechat(section: _Section) -> WeChatSettings | None:
             scope=oa.choice("scope", "snsapi_userinfo", ("snsapi_userinfo", "snsapi_base")),
         )
     return WeChatSettings(
+        fetch_profile=section.boolean("fetch_profile", True),
         app_id=app_id,
         app_secret=app_secret,
         open_base=open_base,
@@ -611,7 +695,13 @@ def _validate_session(section: _Section, *, https: bool) -> SessionSettings | No
     max_age = section.duration("max_age", 7 * 86400, positive=True)
     if 0 < max_age < 1:
         section.problem("max_age", "must be at least 1 second")
+    cookie_domain = section.string("cookie_domain", "") or None
+    if cookie_domain is not None and not _HOSTNAME.fullmatch(cookie_domain.lstrip(".").lower()):
+        section.problem("cookie_domain", "must be a domain such as .example.com")
+    revalidate = section.duration("revalidate", 0.0) or None
     return SessionSettings(
+        cookie_domain=cookie_domain,
+        revalidate=revalidate,
         secret=secret,
         previous_secrets=previous,
         cookie_name=cookie_name,
@@ -629,17 +719,21 @@ def _validate_upstreams(top: _Section) -> tuple[UpstreamSettings, ...]:
         top.problem("upstreams", "must be a list with at least one upstream")
         return ()
     result: list[UpstreamSettings] = []
-    seen: set[str] = set()
+    seen: set[tuple[str | None, str]] = set()
     for i, item in enumerate(raw):
         section = _Section(item, f"upstreams[{i}]", _UPSTREAM_KEYS, top.problems, top.failed)
         prefix = section.string("prefix", required=True)
+        host = section.string("host", "").strip().lower() or None
+        if host is not None and not _HOSTNAME.fullmatch(host.rsplit(":", 1)[0]):
+            section.problem("host", "must be a host name such as app.example.com")
         if prefix and not prefix.startswith("/"):
             section.problem("prefix", "must start with /")
         elif prefix.startswith("/_gateway"):
             section.problem("prefix", "/_gateway/ is reserved for the gateway itself")
-        elif prefix in seen:
-            section.problem("prefix", "another upstream already has this prefix")
-        seen.add(prefix)
+        elif (host, prefix) in seen:
+            section.problem("prefix", "another upstream already has this prefix (and host)")
+        seen.add((host, prefix))
+        allow = section.string_list("allow") if section.has("allow") else None
         url_text = section.string("url", required=True)
         url = _http_url(url_text) if url_text else None
         if url_text and url is None:
@@ -650,6 +744,10 @@ def _validate_upstreams(top: _Section) -> tuple[UpstreamSettings, ...]:
                 url=url or "",
                 timeout=section.duration("timeout", 30.0, positive=True),
                 read_timeout=section.duration("read_timeout", 300.0, positive=True),
+                host=host,
+                strip_prefix=section.boolean("strip_prefix", False),
+                public=section.boolean("public", False),
+                allow=allow,
             )
         )
     return tuple(result)
