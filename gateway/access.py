@@ -38,8 +38,12 @@ class _PublicRule:
             return False
         if self.pattern is not None:
             return self.pattern.search(path) is not None
-        assert self.prefix is not None
-        return path.startswith(self.prefix)
+        prefix = self.prefix
+        assert prefix is not None
+        # "/health" covers "/health" and "/health/...", not "/healthz-admin".
+        return path.startswith(prefix) and (
+            prefix.endswith("/") or len(path) == len(prefix) or path[len(prefix)] == "/"
+        )
 
 
 def parse_public_rule(entry: str) -> _PublicRule:

@@ -228,4 +228,5 @@ def _adding_header(start_response: StartResponse, header: tuple[str, str]) -> St
 
 
 def _path(environ: WSGIEnvironment) -> str:
-    return str(environ.get("RAW_URI") or environ.get("PATH_INFO", ""))[:200]
+    """The path for a log line: never the query, which may carry a code or a token."""
+    return str(environ.get("PATH_INFO", ""))[:200]

@@ -112,6 +112,7 @@ class LoginFlow:
         self.access = access
         self.clock = clock
         self.max_age = settings.session.max_age
+        self.timeout = settings.wechat.timeout
         self.state_ttl = settings.login.state_ttl
         self.userinfo_lang = "en" if settings.wechat.lang == "en" else "zh_CN"
         self.state_cookie = CookieSpec(
@@ -250,8 +251,10 @@ class LoginFlow:
     def _sign_in(self, code: str, target: str) -> Session:
         """Code -> tokens -> profile -> session; WeChat trouble becomes a LoginError."""
         retry = self._retry(target)
+        # The whole sign-in, both calls and their retries, ends within wechat.timeout.
+        deadline = time.monotonic() + self.timeout
         try:
-            token = self.wechat.exchange_code(code)
+            token = self.wechat.exchange_code(code, deadline=deadline)
             if token.is_snapshotuser:
                 # WeChat's snapshot mode hands out a virtual identity shared by strangers:
                 # never a person to sign in. The user has to open the full page and confirm.
@@ -261,7 +264,9 @@ class LoginFlow:
                     " WeChat's full mode and confirm the sign-in.",
                     actions=retry,
                 )
-            profile = self.wechat.userinfo(token.access_token, token.openid, self.userinfo_lang)
+            profile = self.wechat.userinfo(
+                token.access_token, token.openid, self.userinfo_lang, deadline=deadline
+            )
         except WeChatError as exc:
             raise _login_failure(exc, retry) from None
         now = int(self.clock())

@@ -388,7 +388,7 @@ class WeChatClient:
 
     # -- API calls --
 
-    def exchange_code(self, code: str) -> TokenResult:
+    def exchange_code(self, code: str, *, deadline: float | None = None) -> TokenResult:
         """Trade an authorization code for tokens. The code is spent by this call.
 
         Never retried after a timeout or a broken connection: the request may have reached
@@ -406,31 +406,41 @@ class WeChatClient:
                 "grant_type": "authorization_code",
             },
             secrets=(code,),
+            deadline=deadline,
         )
         return _token_result("access_token", body)
 
-    def refresh(self, refresh_token: str) -> TokenResult:
+    def refresh(self, refresh_token: str, *, deadline: float | None = None) -> TokenResult:
         """Get a fresh access token; the refresh token itself is not renewed by WeChat."""
         body = self._call(
             "refresh_token",
             "/sns/oauth2/refresh_token",
             {"appid": self.app_id, "grant_type": "refresh_token", "refresh_token": refresh_token},
             secrets=(refresh_token,),
+            deadline=deadline,
         )
         return _token_result("refresh_token", body)
 
-    def check_auth(self, access_token: str, openid: str) -> None:
+    def check_auth(self, access_token: str, openid: str, *, deadline: float | None = None) -> None:
         """Return if the access token is still valid for this openid, else raise."""
         body = self._call(
             "auth",
             "/sns/auth",
             {"access_token": access_token, "openid": openid},
             secrets=(access_token,),
+            deadline=deadline,
         )
         if "errcode" not in body:
             raise WeChatProtocolError("auth", "the reply has no errcode")
 
-    def userinfo(self, access_token: str, openid: str, lang: str = "zh_CN") -> Profile:
+    def userinfo(
+        self,
+        access_token: str,
+        openid: str,
+        lang: str = "zh_CN",
+        *,
+        deadline: float | None = None,
+    ) -> Profile:
         """The user's profile; needs a ``snsapi_userinfo`` or ``snsapi_login`` token."""
         if lang not in _USERINFO_LANGS:
             raise ValueError("lang must be zh_CN, zh_TW or en")
@@ -439,6 +449,7 @@ class WeChatClient:
             "/sns/userinfo",
             {"access_token": access_token, "openid": openid, "lang": lang},
             secrets=(access_token,),
+            deadline=deadline,
         )
         profile = _profile(body)
         if profile.openid != openid:
@@ -448,10 +459,22 @@ class WeChatClient:
     # -- machinery --
 
     def _call(
-        self, endpoint: str, path: str, params: Mapping[str, str], *, secrets: tuple[str, ...]
+        self,
+        endpoint: str,
+        path: str,
+        params: Mapping[str, str],
+        *,
+        secrets: tuple[str, ...],
+        deadline: float | None = None,
     ) -> dict[str, Any]:
+        """One logical call: attempts and backoff end by the budget or ``deadline``.
+
+        ``deadline`` (on the client's monotonic clock) lets a caller make several calls
+        within one overall time limit, e.g. a whole sign-in within ``wechat.timeout``.
+        """
         secrets = (self._app_secret, *secrets)
-        deadline = self._monotonic() + self._budget
+        own_deadline = self._monotonic() + self._budget
+        deadline = own_deadline if deadline is None else min(deadline, own_deadline)
         attempt = 0
         while True:
             remaining = deadline - self._monotonic()

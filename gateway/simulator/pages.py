@@ -23,7 +23,8 @@ margin:0;background:#f2f2f2;color:#222}
 main{max-width:26rem;margin:2rem auto;background:#fff;padding:1.5rem;border-radius:8px;
 box-shadow:0 1px 4px rgba(0,0,0,.1)}
 h1{font-size:1.25rem;margin:0 0 1rem;text-align:center}
-p{line-height:1.5}.muted{color:#777;font-size:.875rem}.muted a{word-break:break-all}.qr{text-align:center}
+p{line-height:1.5}.muted{color:#777;font-size:.875rem}.muted a{word-break:break-all}
+.qr{text-align:center}
 .qr svg{width:12rem;height:12rem}
 .btn{display:block;box-sizing:border-box;width:100%;margin:.5rem 0;padding:.7rem;
 border:0;border-radius:4px;background:#07c160;color:#fff;text-align:center;

@@ -1,0 +1,235 @@
+"""Tests for :mod:`gateway.access`: the allow list and the paths served without login.
+
+A public-path rule opens a hole in the login wall, so the tests are mostly about the hole
+staying exactly as wide as written: methods, prefixes and regexes match what they say, and
+every spelling whose meaning could differ between the gateway and the upstream is not
+public at all. ``test_login_e2e`` checks the same through the real server.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.access import AccessPolicy, parse_public_rule
+from gateway.session import Session
+
+ALICE_OPENID = "oAlice000000000000000000001"
+ALICE_UNIONID = "uAlice000000000000000000001"
+
+
+def _session(openid: str = ALICE_OPENID, unionid: str | None = ALICE_UNIONID) -> Session:
+    return Session(openid, "wx5e1a2b3c4d5e6f70", unionid, "Alice", "", 0, 2**31)
+
+
+# --- the allow list -----------------------------------------------------------------------
+
+
+def test_empty_allow_list_lets_any_wechat_user_in() -> None:
+    policy = AccessPolicy([], [])
+    assert policy.allows(_session())
+    assert policy.allows(_session("oSomeoneElse", None))
+
+
+def test_allowed_by_openid() -> None:
+    policy = AccessPolicy([ALICE_OPENID], [])
+    assert policy.allows(_session())
+    assert policy.allows(_session(unionid=None))
+
+
+def test_allowed_by_unionid() -> None:
+    policy = AccessPolicy([ALICE_UNIONID], [])
+    assert policy.allows(_session())
+    assert policy.allows(_session(openid="oAliceInAnotherApp"))
+
+
+def test_not_on_the_list() -> None:
+    policy = AccessPolicy([ALICE_OPENID, ALICE_UNIONID], [])
+    assert not policy.allows(_session("oBob", "uBob"))
+    assert not policy.allows(_session("oBob", None))
+
+
+def test_allow_list_entries_match_whole_values() -> None:
+    policy = AccessPolicy([ALICE_OPENID], [])
+    assert not policy.allows(_session(ALICE_OPENID[:-1], None))
+    assert not policy.allows(_session(ALICE_OPENID + "x", None))
+    assert not policy.allows(_session(ALICE_OPENID.lower(), None))
+
+
+def test_a_missing_unionid_never_matches() -> None:
+    # An empty string in the list must not let in everyone WeChat gave no unionid.
+    policy = AccessPolicy(["", "None"], [])
+    assert not policy.allows(_session("oBob", None))
+
+
+# --- public paths -------------------------------------------------------------------------
+
+
+def test_no_public_rules_means_nothing_is_public() -> None:
+    assert not AccessPolicy([], []).is_public("GET", "/static/app.js")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "public"),
+    [
+        ("GET", "/static/app.js", True),
+        ("POST", "/static/app.js", True),
+        ("DELETE", "/static/a/b/c.css", True),
+        ("GET", "/static/", True),
+        ("GET", "/static", False),
+        ("GET", "/staticx/app.js", False),
+        ("GET", "/STATIC/app.js", False),
+        ("GET", "/app/static/app.js", False),
+        ("GET", "/", False),
+        ("GET", "/static/caf%C3%A9.png", True),
+        ("GET", "/static/%61pp.js", True),
+        ("GET", "/static/.well-known.txt", True),
+        ("GET", "/static/a..b", True),
+    ],
+)
+def test_prefix_rule(method: str, path: str, public: bool) -> None:
+    assert AccessPolicy([], ["/static/"]).is_public(method, path) is public
+
+
+def test_prefix_rule_matches_the_decoded_path() -> None:
+    policy = AccessPolicy([], ["/static/"])
+    assert policy.is_public("GET", "/%73tatic/app.js")
+
+
+@pytest.mark.parametrize(
+    ("method", "public"),
+    [("GET", True), ("HEAD", True), ("POST", False), ("PUT", False), ("DELETE", False)],
+)
+def test_method_scoped_rule(method: str, public: bool) -> None:
+    assert AccessPolicy([], ["GET /static/"]).is_public(method, "/static/app.js") is public
+
+
+def test_head_rule_does_not_open_get() -> None:
+    policy = AccessPolicy([], ["HEAD /probe"])
+    assert policy.is_public("HEAD", "/probe")
+    assert not policy.is_public("GET", "/probe")
+
+
+def test_method_is_case_insensitive_in_the_rule() -> None:
+    assert AccessPolicy([], ["get /static/"]).is_public("GET", "/static/x")
+
+
+@pytest.mark.parametrize(
+    ("path", "public"),
+    [
+        ("/api/v1/public/status", True),
+        ("/api/v1/public/", True),
+        ("/api/v1/private/status", False),
+        ("/x/api/v1/public/status", False),
+        ("/api/v1/publicity", False),
+    ],
+)
+def test_regex_rule(path: str, public: bool) -> None:
+    assert AccessPolicy([], ["~^/api/v1/public/"]).is_public("GET", path) is public
+
+
+def test_method_scoped_regex_rule() -> None:
+    policy = AccessPolicy([], ["POST ~^/hooks/[a-z]+$"])
+    assert policy.is_public("POST", "/hooks/github")
+    assert not policy.is_public("GET", "/hooks/github")
+    assert not policy.is_public("POST", "/hooks/github/x")
+
+
+def test_regex_rule_with_a_space() -> None:
+    policy = AccessPolicy([], ["~^/docs/read me$"])
+    assert policy.is_public("GET", "/docs/read%20me")
+
+
+def test_several_rules() -> None:
+    policy = AccessPolicy([], ["/static/", "GET /health", "~^/api/v1/public/"])
+    assert policy.is_public("GET", "/static/a")
+    assert policy.is_public("HEAD", "/health")
+    assert not policy.is_public("POST", "/health")
+    assert policy.is_public("PUT", "/api/v1/public/x")
+    assert not policy.is_public("GET", "/admin")
+
+
+AMBIGUOUS = [
+    "/static/../admin",
+    "/static/%2e%2e/admin",
+    "/static/%2E%2E/admin",
+    "/static/%2E%2E%2Fadmin",
+    "/static/..%2fadmin",
+    "/static/..%2Fadmin",
+    "/static/.%2e/admin",
+    "//admin",
+    "//static/app.js",
+    "/static//../admin",
+    "/static//app.js",
+    "/static/;x/../admin",
+    "/static/..;/admin",
+    "/static/app.js;jsessionid=1",
+    "/static/..%5cadmin",
+    "/static/..%5Cadmin",
+    "/static/..\\admin",
+    "/static\\..\\admin",
+    "/static/./app.js",
+    "/static/.",
+    "/static/..",
+    "/static/%00/app.js",
+    "/static/%252e%252e/admin",
+    "/static/%252F..%252Fadmin",
+]
+
+
+@pytest.mark.parametrize("path", AMBIGUOUS)
+@pytest.mark.parametrize(
+    "rule", ["/static/", "/", "GET /static/", "~^/static/", "~.*", "~^/static/.*admin"]
+)
+def test_ambiguous_spellings_are_never_public(rule: str, path: str) -> None:
+    assert not AccessPolicy([], [rule]).is_public("GET", path)
+
+
+@given(st.text(alphabet="/.;%2eEfF5cC\\admin", max_size=20))
+def test_public_paths_have_no_dot_segments_after_decoding(tail: str) -> None:
+    """Whatever is let through, decoded once or twice, has no ``..`` segment or ``\\``."""
+    path = "/static/" + tail
+    if not AccessPolicy([], ["/static/"]).is_public("GET", path):
+        return
+    for decoded in (path, unquote(path), unquote(unquote(path))):
+        segments = decoded.split("/")
+        assert ".." not in segments
+        assert "." not in segments
+        assert "\\" not in decoded
+        assert "//" not in decoded
+
+
+# --- parsing rules ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entry", "method"),
+    [
+        ("/static/", None),
+        ("GET /static/", "GET"),
+        ("get /static/", "GET"),
+        ("  GET   /static/  ", "GET"),
+        ("~^/api/", None),
+        ("POST ~^/api/", "POST"),
+        ("~^/a b", None),
+    ],
+)
+def test_parse_public_rule(entry: str, method: str | None) -> None:
+    assert parse_public_rule(entry).method == method
+
+
+@pytest.mark.parametrize(
+    "entry",
+    ["", "static/", "GET", "GET static/", "G3T /static/", "GET POST /x", "~(", "GET ~[", "*"],
+)
+def test_malformed_public_rules(entry: str) -> None:
+    with pytest.raises(ValueError):
+        parse_public_rule(entry)
+
+
+def test_policy_refuses_a_malformed_rule() -> None:
+    with pytest.raises(ValueError):
+        AccessPolicy([], ["/ok/", "not a rule"])
