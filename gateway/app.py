@@ -10,6 +10,7 @@ for the upstream is built (``gateway.proxy.build_request_head``).
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -149,7 +150,7 @@ class Gateway:
             log.exception(
                 "unexpected error on %s %s", environ.get("REQUEST_METHOD"), _path(environ)
             )
-            return error_response(environ, start_response, GatewayError())
+            return error_response(environ, _replacing(start_response), GatewayError())
 
     def _count_failure(self, error: GatewayError) -> None:
         if isinstance(error, UpstreamTimeout):
@@ -216,6 +217,18 @@ class Gateway:
     def close(self) -> None:
         self.forward.close()
         self.wechat.close()
+
+
+def _replacing(start_response: StartResponse) -> StartResponse:
+    """``start_response`` for the page of an unexpected error: PEP 3333 ``exc_info`` lets the
+    server replace headers not yet sent, or abort the connection if they were. (Gateway
+    errors are raised before any ``start_response`` by construction.)"""
+    exc_info = sys.exc_info()
+
+    def wrapped(status: str, headers: list[tuple[str, str]], _: Any = None) -> Any:
+        return start_response(status, headers, exc_info)
+
+    return wrapped
 
 
 def _adding_header(start_response: StartResponse, header: tuple[str, str]) -> StartResponse:

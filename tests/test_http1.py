@@ -239,12 +239,6 @@ def test_many_headers_over_the_limit_are_invalid() -> None:
             Response(sock, "GET")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: http1.py _read_head checks the 64 KiB limit only before the next recv, "
-    "after looking for the blank line, so a head of any size up to one recv (256 KiB) "
-    "that arrives complete in one read is accepted",
-)
 def test_head_too_large_is_invalid_even_when_it_arrives_whole() -> None:
     data = b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 100_000 + b"\r\nContent-Length: 0\r\n\r\n"
     with connection() as (upstream, sock):
@@ -316,12 +310,6 @@ def test_switching_protocols_is_final() -> None:
     assert response.read_all() == b""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor): http1.py _read_head raises ClosedBeforeResponse when EOF follows "
-    "an interim response, though bytes of a response were received; proxy.py treats "
-    "ClosedBeforeResponse on a reused connection as a stale connection and retries",
-)
 def test_eof_after_an_interim_response_is_not_closed_before_response() -> None:
     with pytest.raises(InvalidResponse):
         head_of(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
@@ -486,12 +474,6 @@ def test_malformed_chunked_body(body: bytes) -> None:
         read(CHUNKED_HEAD + body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: http1.py _next_chunk_size parses the size with int(text, 16), "
-    "which also accepts '-1', '+5', '0x5' and '0_5'; RFC 9112 7.1 allows only 1*HEXDIG. "
-    "'-1' then reads with a negative size (IncompleteBody or a ValueError from recv)",
-)
 @pytest.mark.parametrize("size", [b"-1", b"+5", b"0x5", b"0_5"])
 def test_chunk_size_must_be_plain_hex_digits(size: bytes) -> None:
     with pytest.raises(InvalidResponse):
@@ -664,12 +646,6 @@ def test_reusable(head: bytes, reusable: bool) -> None:
         assert response.reusable is reusable
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: http1.py _decide_framing keeps an HTTP/1.0 keep-alive response with "
-    "Transfer-Encoding reusable; RFC 9112 6.1 says such framing is faulty and the "
-    "connection MUST be closed after the message",
-)
 def test_http10_with_transfer_encoding_is_never_reused() -> None:
     with connection() as (upstream, sock):
         upstream.send(

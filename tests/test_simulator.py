@@ -361,7 +361,9 @@ def test_qr_page_shows_a_real_qr_code_and_test_identities(client: Client) -> Non
     page = resp.text
     confirm = re.search(r'href="(http://localhost/connect/confirm/[^"]+)"', page)
     assert confirm is not None
-    assert segno.make(confirm.group(1), error="m").svg_inline(scale=4, border=4, omitsize=True) in page
+    assert (
+        segno.make(confirm.group(1), error="m").svg_inline(scale=4, border=4, omitsize=True) in page
+    )
     links = scan_links(page)
     assert set(links) == {"alice", "zhangsan", "bob", "cancel"}
     assert "Bob &quot;\\o/&quot;\ufffd\ufffdX-WeChat-OpenID: forged" in page
