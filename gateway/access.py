@@ -1,30 +1,44 @@
-"""Who may reach what: the allow list and the paths served without login.
+"""Who may reach what: allow lists, public paths, API paths, CORS preflights, front proxies.
 
-``access.allow`` lists openids and unionids; empty means any WeChat user. ``access.public``
-entries are path prefixes (``/static/``), optionally with a method (``GET /static/``), or
-regular expressions (``~^/api/v1/public/``).
+``access.allow`` lists openids and unionids, and ``access.allow_file`` more of them, one per
+line (``#`` comments); with neither, any WeChat user is allowed. The file is re-read when it
+changes, without a restart, by every worker (each checks it at most once a second). A file
+that cannot be read allows nobody until it can: an allow list fails closed.
+``upstreams[].allow`` replaces the global list for one upstream.
 
-A public-path match must never be fooled by a spelling of a protected path that the
-upstream would resolve elsewhere (``/static/../admin``). Paths are therefore matched in
-their decoded form, and any path whose meaning could differ between the gateway and the
-upstream (dot segments, encoded slashes, backslashes, empty segments, ``;`` parameters,
-an encoded ``%`` that a second decoding would turn into any of these) is simply not
-public: it needs a session like everything else. That fails closed.
+``access.public`` entries are path prefixes (``/static/``), optionally with a method
+(``GET /static/``), or regular expressions (``~^/api/v1/public/``). A public-path match
+must never be fooled by a spelling of a protected path that the upstream would resolve
+elsewhere (``/static/../admin``), so a path is public only if a rule matches both its
+most aggressive reading and its plain one (see ``gateway.paths``); a path whose readings
+disagree, or that cannot be read at all, is refused with 400. Prefixes match whole
+segments: ``/health`` covers ``/health`` and ``/health/x``, not ``/healthz-admin``.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+import os
 import re
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import unquote
+
+from gateway.errors import BadRequest
+from gateway.paths import plain_path, policy_path
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
+    from _typeshed.wsgi import WSGIEnvironment
+
+    from gateway.config import AccessSettings
     from gateway.session import Session
 
-_AMBIGUOUS = re.compile(r"%2[fF]|%5[cC]|%2[eE]|%25|%00|\\|;|//|/\.\.?(?:/|$)")
+log = logging.getLogger("gateway.access")
+
+_RECHECK = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,45 +54,154 @@ class _PublicRule:
             return self.pattern.search(path) is not None
         prefix = self.prefix
         assert prefix is not None
-        # "/health" covers "/health" and "/health/...", not "/healthz-admin".
-        return path.startswith(prefix) and (
-            prefix.endswith("/") or len(path) == len(prefix) or path[len(prefix)] == "/"
-        )
+        return _under(path, prefix)
+
+
+def _under(path: str, prefix: str) -> bool:
+    """Whether ``path`` is ``prefix`` or below it, by whole segments."""
+    return path.startswith(prefix) and (
+        prefix.endswith("/") or len(path) == len(prefix) or path[len(prefix)] == "/"
+    )
 
 
 def parse_public_rule(entry: str) -> _PublicRule:
     """``/prefix``, ``METHOD /prefix`` or ``[METHOD ]~regex``; ValueError if malformed."""
-    entry = entry.strip()
-    # A rule that starts with the path or the regex has no method, even if a space follows.
-    word, _, rest = ("", "", entry) if entry[:1] in ("/", "~") else entry.partition(" ")
-    if word and not word.isalpha():
-        raise ValueError("the method must be a word such as GET")
-    method = word.upper() or None
-    rest = rest.strip()
-    if rest.startswith("~"):
+    text = entry.strip()
+    method: str | None = None
+    if not text.startswith(("/", "~")):
+        word, _, text = text.partition(" ")
+        if not word.isalpha():
+            raise ValueError("the method must be a word such as GET")
+        method = word.upper()
+        text = text.strip()
+    if text.startswith("~"):
         try:
-            return _PublicRule(method, None, re.compile(rest[1:]))
+            return _PublicRule(method, None, re.compile(text[1:]))
         except re.error as exc:
             raise ValueError(f"invalid regular expression ({exc.msg})") from None
-    if not rest.startswith("/"):
+    if not text.startswith("/"):
         raise ValueError("must be a path starting with /, or ~ and a regular expression")
-    return _PublicRule(method, rest, None)
+    return _PublicRule(method, text, None)
+
+
+def parse_allow_file(text: str) -> frozenset[str]:
+    """One id per line; blank lines and ``#`` comments (whole-line or trailing) ignored."""
+    ids = set()
+    for line in text.splitlines():
+        entry = line.split("#", 1)[0].strip()
+        if entry:
+            ids.add(entry)
+    return frozenset(ids)
+
+
+class AllowList:
+    """Allowed openids/unionids: fixed ones, plus a file watched for changes."""
+
+    def __init__(
+        self,
+        ids: Iterable[str],
+        path: str | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ids = frozenset(ids)
+        self.path = path
+        self.clock = clock
+        self._file_ids: frozenset[str] = frozenset()
+        self._signature: tuple[int, int, int] | None = None
+        self._checked = float("-inf")
+        self._failing = False
+        if path is not None:
+            self._reload()
+
+    @property
+    def restricted(self) -> bool:
+        return bool(self.ids) or self.path is not None
+
+    def allows(self, session: Session) -> bool:
+        if not self.restricted:
+            return True
+        if self.path is not None and self.clock() - self._checked >= _RECHECK:
+            self._reload()
+        for identity in (session.openid, session.unionid):
+            if identity and (identity in self.ids or identity in self._file_ids):
+                return True
+        return False
+
+    def _reload(self) -> None:
+        assert self.path is not None
+        self._checked = self.clock()
+        try:
+            stat = os.stat(self.path)
+            signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+            if signature == self._signature:
+                return
+            with open(self.path, encoding="utf-8") as file:
+                self._file_ids = parse_allow_file(file.read())
+            self._signature = signature
+            self._failing = False
+            log.info("allow file %s: %d ids", self.path, len(self._file_ids))
+        except (OSError, UnicodeDecodeError) as exc:
+            if not self._failing:
+                log.error("allow file %s unreadable, it allows no one: %s", self.path, exc)
+            self._failing = True
+            self._file_ids = frozenset()
+            self._signature = None
+
+
+class TrustedProxies:
+    """The front proxies whose ``X-Original-URI`` / ``X-Forwarded-*`` claims are believed."""
+
+    def __init__(self, networks: Iterable[str]) -> None:
+        self.networks = tuple(ipaddress.ip_network(n, strict=False) for n in networks)
+
+    def trusts(self, environ: WSGIEnvironment) -> bool:
+        if not self.networks:
+            return False
+        try:
+            address = ipaddress.ip_address(environ.get("REMOTE_ADDR", ""))
+        except ValueError:
+            return False
+        return any(address in network for network in self.networks)
 
 
 class AccessPolicy:
-    def __init__(self, allow: Iterable[str], public: Iterable[str]) -> None:
-        self.allow = frozenset(allow)
-        self.public = tuple(parse_public_rule(entry) for entry in public)
+    def __init__(self, settings: AccessSettings) -> None:
+        self.allow_list = AllowList(settings.allow, settings.allow_file)
+        self.public = tuple(parse_public_rule(entry) for entry in settings.public)
+        self.api_paths = settings.api_paths
+        self.allow_preflight = settings.allow_preflight
+        self.trusted_proxies = TrustedProxies(settings.trusted_proxies)
 
-    def allows(self, session: Session) -> bool:
-        if not self.allow:
-            return True
-        return session.openid in self.allow or (
-            session.unionid is not None and session.unionid in self.allow
-        )
+    def allows(self, session: Session, upstream_allow: AllowList | None = None) -> bool:
+        return (upstream_allow or self.allow_list).allows(session)
 
     def is_public(self, method: str, raw_path: str) -> bool:
-        if not self.public or _AMBIGUOUS.search(raw_path):
+        """Whether the rules make this path public under every reading of it.
+
+        Raises BadRequest when the readings disagree (``/static/../admin`` is public as
+        written and ``/admin`` once resolved): such a path is refused, not guessed at.
+        """
+        if not self.public:
             return False
-        path = unquote(raw_path)
-        return any(rule.matches(method, path) for rule in self.public)
+        aggressive = any(rule.matches(method, policy_path(raw_path)) for rule in self.public)
+        plain = any(rule.matches(method, plain_path(raw_path)) for rule in self.public)
+        if aggressive != plain:
+            raise BadRequest("the path is ambiguous: it reads differently once resolved")
+        return aggressive
+
+    def is_api_path(self, raw_path: str) -> bool:
+        """``access.api_paths``: prefixes that get 401 JSON, never a login redirect."""
+        if not self.api_paths:
+            return False
+        path = policy_path(raw_path)
+        return any(_under(path, prefix) for prefix in self.api_paths)
+
+    def is_preflight(self, environ: WSGIEnvironment) -> bool:
+        """A CORS preflight, passed to the upstream without login unless configured off."""
+        return (
+            self.allow_preflight
+            and environ.get("REQUEST_METHOD") == "OPTIONS"
+            and "HTTP_ORIGIN" in environ
+            and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ
+        )

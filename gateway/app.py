@@ -1,10 +1,11 @@
 """The WSGI entry: the gateway's reserved ``/_gateway/`` routes, else authenticate and proxy.
 
 A request travels one way: entry -> reserved route or upstream choice -> session and
-access decision -> identity headers -> forward -> stream back. Every proxied request
-passes the session and access decision in ``Gateway.__call__``; client copies of identity
-headers are dropped and the session's identity added in one pass, while the request head
-for the upstream is built (``gateway.proxy.build_request_head``).
+access decision -> identity headers -> forward -> stream back. The session and access
+decision is made in one place, ``Gateway._decide``, for proxied requests and forward-auth
+checks alike; client copies of identity headers are dropped and the session's identity
+added in one pass while the request head for the upstream is built
+(``gateway.proxy.build_request_head``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway.access import AccessPolicy
@@ -26,16 +28,19 @@ from gateway.errors import (
     NotAllowed,
     NotFound,
     PayloadTooLarge,
+    SignInRequired,
     UpstreamError,
     UpstreamTimeout,
 )
 from gateway.identity import identity_headers
-from gateway.login import LoginFlow
+from gateway.ledger import CallbackLedger
+from gateway.login import TRUSTED_PROXY_KEY, LoginFlow, original_uri
 from gateway.metrics import Metrics
 from gateway.pages import error_response, is_api_call, json_response, respond
 from gateway.proxy import ForwardContext, Forwarder, Router, Upstream, request_target
 from gateway.redirects import RedirectPolicy
-from gateway.session import CookieSessionStore, SessionCodec
+from gateway.revalidation import AuthorizationEnded, Revalidator
+from gateway.session import CookieSessionStore, Session, SessionCodec
 from gateway.wechat import WeChatClient
 
 if TYPE_CHECKING:
@@ -52,6 +57,16 @@ log = logging.getLogger("gateway")
 RESERVED_PREFIX = "/_gateway"
 
 
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do with a request: ``identity`` (forward as this user), ``anonymous``
+    (forward without identity: public), ``forbidden`` (403) or ``challenge`` (log in)."""
+
+    kind: str
+    session: Session | None = None
+    set_cookie: tuple[str, str] | None = None
+
+
 class Gateway:
     """One gateway, built once per worker process from validated settings."""
 
@@ -60,6 +75,7 @@ class Gateway:
         settings: Settings,
         *,
         metrics: Metrics | None = None,
+        ledger: CallbackLedger | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -68,32 +84,57 @@ class Gateway:
         session = settings.session
         self.sessions = CookieSessionStore(
             SessionCodec(session.secret, session.previous_secrets, clock=clock),
-            CookieSpec(session.cookie_name, secure=session.secure),
+            CookieSpec(session.cookie_name, secure=session.secure, domain=session.cookie_domain),
         )
-        self.access = AccessPolicy(settings.access.allow, settings.access.public)
+        self.access = AccessPolicy(settings.access)
+        self.public_scheme, _, self.public_host = settings.public_url.partition("://")
         wechat = settings.wechat
-        self.wechat = WeChatClient(
-            wechat.app_id,
-            wechat.app_secret,
-            api_base=wechat.api_base,
-            open_base=wechat.open_base,
-            timeout=wechat.timeout,
-            lang=wechat.lang,
+        self.clients = {
+            "qr": WeChatClient(
+                wechat.app_id,
+                wechat.app_secret,
+                api_base=wechat.api_base,
+                open_base=wechat.open_base,
+                timeout=wechat.timeout,
+                lang=wechat.lang,
+            )
+        }
+        if wechat.official_account is not None:
+            self.clients["oa"] = WeChatClient(
+                wechat.official_account.app_id,
+                wechat.official_account.app_secret,
+                api_base=wechat.api_base,
+                open_base=wechat.open_base,
+                timeout=wechat.timeout,
+                lang=wechat.lang,
+                config_key="wechat.official_account",
+            )
+        self.revalidator = (
+            Revalidator(
+                session.revalidate,
+                {client.app_id: client for client in self.clients.values()},
+                timeout=wechat.timeout,
+                clock=clock,
+            )
+            if session.revalidate is not None
+            else None
         )
         self.login = LoginFlow(
             settings,
             self.sessions,
-            self.wechat,
-            RedirectPolicy(settings.public_url),
+            self.clients,
+            RedirectPolicy(settings.public_url, settings.redirect_domains),
             self.access,
+            ledger if ledger is not None else CallbackLedger(),
             clock=clock,
         )
         self.router = Router(Upstream(upstream) for upstream in settings.upstreams)
+        self.upstream_hosts = frozenset(u.host for u in self.router.upstreams if u.host)
         self.forward = Forwarder(
             self.router,
             ForwardContext(
                 public_url=settings.public_url,
-                public_scheme=settings.public_url.split(":", 1)[0],
+                public_scheme=self.public_scheme,
                 max_body_size=settings.server.max_body_size,
                 gateway_cookies=frozenset({session.cookie_name, self.login.state_cookie.name}),
             ),
@@ -103,6 +144,7 @@ class Gateway:
             "/_gateway/callback": (("GET",), self._callback),
             "/_gateway/logout": (("GET", "POST"), self.login.logout),
             "/_gateway/userinfo": (("GET", "HEAD"), self.login.userinfo),
+            "/_gateway/auth": (("GET", "HEAD"), self.forward_auth),
             "/_gateway/healthz": (("GET", "HEAD"), self.healthz),
             "/_gateway/readyz": (("GET", "HEAD"), self.readyz),
             "/_gateway/metrics": (("GET", "HEAD"), self.metrics_text),
@@ -110,36 +152,31 @@ class Gateway:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         try:
+            if self.access.trusted_proxies.trusts(environ):
+                environ[TRUSTED_PROXY_KEY] = True
             path = environ.get("PATH_INFO", "")
             if path == RESERVED_PREFIX or path.startswith(RESERVED_PREFIX + "/"):
                 return self._reserved(path, environ, start_response)
             target = request_target(environ)
-            upstream = self.router.choose(target)
+            host = environ.get("HTTP_HOST")
+            upstream = self.router.choose(target, host)
             if upstream is None:
                 raise NotFound("no upstream serves this path")
-            found = self.sessions.load(environ)
-            if found is None or not self.access.allows(found[0]):
-                if self.access.is_public(environ["REQUEST_METHOD"], target.split("?", 1)[0]):
-                    self.metrics.inc("requests_total", "public")
-                    return self.forward(environ, start_response, upstream, target)
-                if found is None:
-                    api = is_api_call(environ)
-                    self.metrics.inc("requests_total", "unauthorized" if api else "login_redirect")
-                    return self.login.challenge(environ, start_response, target)
-                self.metrics.inc("requests_total", "forbidden")
-                raise NotAllowed(
-                    f"Your WeChat account (openid {found[0].openid}) is not on this"
-                    " application's allow list.",
-                    actions=(("Sign out", "/_gateway/logout"),),
-                )
-            session, reissue = found
-            if reissue:
-                start_response = _adding_header(
-                    start_response, self.sessions.save(session, self.clock())
-                )
+            method = environ["REQUEST_METHOD"]
+            decision = self._decide(environ, upstream, method, target.split("?", 1)[0])
+            if decision.kind == "challenge":
+                return self._challenge(environ, start_response, target, host)
+            if decision.kind == "forbidden":
+                raise self._forbidden(decision)
+            if decision.set_cookie is not None:
+                start_response = _adding_header(start_response, decision.set_cookie)
+            if decision.kind == "anonymous":
+                self.metrics.inc("requests_total", "public")
+                return self.forward(environ, start_response, upstream, target)
+            assert decision.session is not None
             self.metrics.inc("requests_total", "proxied")
             return self.forward(
-                environ, start_response, upstream, target, identity_headers(session)
+                environ, start_response, upstream, target, identity_headers(decision.session)
             )
         except GatewayError as error:
             self._count_failure(error)
@@ -151,6 +188,122 @@ class Gateway:
                 "unexpected error on %s %s", environ.get("REQUEST_METHOD"), _path(environ)
             )
             return error_response(environ, _replacing(start_response), GatewayError())
+
+    # -- the decision ----------------------------------------------------------------------
+
+    def _decide(
+        self, environ: WSGIEnvironment, upstream: Upstream | None, method: str, raw_path: str
+    ) -> Decision:
+        """Who is asking and whether they may: the one place access is decided."""
+        session, set_cookie = self._session(environ)
+        allow = upstream.allow if upstream is not None else None
+        if session is not None and self.access.allows(session, allow):
+            return Decision("identity", session, set_cookie)
+        if (
+            (upstream is not None and upstream.public)
+            or self.access.is_preflight(environ)
+            or self.access.is_public(method, raw_path)
+        ):
+            return Decision("anonymous", None, set_cookie)
+        if session is not None:
+            return Decision("forbidden", session, self.sessions.clear())
+        return Decision("challenge", None, set_cookie)
+
+    def _session(self, environ: WSGIEnvironment) -> tuple[Session | None, tuple[str, str] | None]:
+        """The request's session, revalidated with WeChat when due, and any cookie to set."""
+        found = self.sessions.load(environ)
+        if found is None:
+            return None, None
+        session, reissue = found
+        if self.revalidator is not None and self.revalidator.due(session, self.clock()):
+            try:
+                fresh = self.revalidator.revalidate(session)
+            except AuthorizationEnded:
+                return None, self.sessions.clear()
+            if fresh is not session:
+                session, reissue = fresh, True
+        return session, self.sessions.save(session, self.clock()) if reissue else None
+
+    def _challenge(
+        self,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+        target: str,
+        host: str | None,
+    ) -> Iterable[bytes]:
+        api = is_api_call(environ) or self.access.is_api_path(target.split("?", 1)[0])
+        self.metrics.inc("requests_total", "unauthorized" if api else "login_redirect")
+        return self.login.challenge(environ, start_response, self._return_to(target, host), api=api)
+
+    def _return_to(self, target: str, host: str | None) -> str:
+        """Where to come back after login: the path, or an absolute URL on another
+        configured host (it must still pass ``redirect_domains`` to be honoured)."""
+        if host and host.lower() != self.public_host and host.lower() in self.upstream_hosts:
+            return f"{self.public_scheme}://{host.lower()}{target}"
+        return target
+
+    def _forbidden(self, decision: Decision) -> NotAllowed:
+        self.metrics.inc("requests_total", "forbidden")
+        assert decision.session is not None and decision.set_cookie is not None
+        # The session is cleared so that another account can sign in.
+        return NotAllowed(
+            f"Your WeChat account (openid {decision.session.openid}) is not on this"
+            " application's allow list.",
+            actions=(
+                ("Sign out", self.settings.public_url + "/_gateway/logout"),
+                ("Sign in with another account", self.login.login_url()),
+            ),
+            extra_headers=(decision.set_cookie,),
+        )
+
+    # -- forward-auth ------------------------------------------------------------------------
+
+    def forward_auth(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        """``/_gateway/auth`` for nginx ``auth_request`` and Traefik ``forwardAuth``.
+
+        2xx with the identity as response headers, 401 without a session, 403 when not
+        allowed. The original URI, method and host are taken from the front proxy's headers
+        only when it is a configured trusted proxy.
+        """
+        trusted = bool(environ.get(TRUSTED_PROXY_KEY))
+        uri = original_uri(environ) or "/"
+        method = "GET"
+        host = environ.get("HTTP_HOST")
+        if trusted:
+            method = (
+                environ.get("HTTP_X_ORIGINAL_METHOD")
+                or environ.get("HTTP_X_FORWARDED_METHOD")
+                or "GET"
+            ).upper()
+            host = environ.get("HTTP_X_FORWARDED_HOST") or host
+        upstream = self.router.choose(uri, host)
+        decision = self._decide(environ, upstream, method, uri.split("?", 1)[0])
+        extra = [decision.set_cookie] if decision.set_cookie is not None else []
+        if decision.kind == "challenge":
+            self.metrics.inc("requests_total", "unauthorized")
+            login_url = self.login.login_url(
+                self.login.redirects.safe_target(self._return_to(uri, host))
+            )
+            # nginx only reads the status; Traefik shows this page, with its sign-in link.
+            raise SignInRequired(
+                actions=(("Sign in", login_url),),
+                extra_headers=(("WWW-Authenticate", 'WeChat realm="wechat-gateway"'), *extra),
+            )
+        if decision.kind == "forbidden":
+            raise self._forbidden(decision)
+        headers = identity_headers(decision.session) if decision.session is not None else []
+        return respond(
+            start_response,
+            "200 OK",
+            b"",
+            "text/plain; charset=utf-8",
+            [*headers, *extra],
+            head_only=True,
+        )
+
+    # -- reserved endpoints -------------------------------------------------------------------
 
     def _count_failure(self, error: GatewayError) -> None:
         if isinstance(error, UpstreamTimeout):
@@ -216,7 +369,8 @@ class Gateway:
 
     def close(self) -> None:
         self.forward.close()
-        self.wechat.close()
+        for client in self.clients.values():
+            client.close()
 
 
 def _replacing(start_response: StartResponse) -> StartResponse:

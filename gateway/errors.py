@@ -14,8 +14,13 @@ The tree, and what the browser gets::
         ├── LoginStateInvalid       400  callback state missing, unknown, expired, reused,
         │                                or from another browser
         ├── LoginCancelled          401  the user declined on WeChat (no code)
+        ├── SnapshotUser            401  WeChat's snapshot mode: only a preview identity
+        ├── SessionExpired          401  revalidation: WeChat says the authorization is gone
+        ├── SignInRequired          401  forward-auth check without a session
         ├── NotAllowed              403  signed in, but not on the allow list
         ├── WeChatFailed            502  WeChat answered with an error or garbage
+        │   ├── WeChatMisconfigured 502  app id / secret / scope wrong: an operator must act
+        │   └── WeChatUnreachable   502  WeChat could not be reached at all
         ├── WeChatBusy              503  WeChat is busy or over quota; retry later
         └── WeChatTimedOut          504  WeChat did not answer within wechat.timeout
 
@@ -117,6 +122,27 @@ class LoginCancelled(LoginError):
     hint = "You did not confirm the sign-in in WeChat. Try again when you are ready."
 
 
+class SnapshotUser(LoginError):
+    status = 401
+    title = "Open the full page to sign in"
+    hint = (
+        "WeChat only shared a preview of your identity. Tap 'Use full service' at the bottom"
+        " of the page in WeChat, then confirm the sign-in."
+    )
+
+
+class SessionExpired(LoginError):
+    status = 401
+    title = "Please sign in again"
+    hint = "Your WeChat authorization for this application has ended. Sign in again."
+
+
+class SignInRequired(LoginError):
+    status = 401
+    title = "Sign-in required"
+    hint = "Sign in with WeChat to continue."
+
+
 class NotAllowed(LoginError):
     status = 403
     title = "Access denied"
@@ -127,6 +153,19 @@ class WeChatFailed(LoginError):
     status = 502
     title = "WeChat sign-in failed"
     hint = "WeChat could not complete the sign-in. Try again in a moment."
+
+
+class WeChatMisconfigured(WeChatFailed):
+    title = "Sign-in is misconfigured"
+    hint = (
+        "WeChat refused this application's sign-in settings. There is nothing you can do about"
+        " it: please tell the administrator."
+    )
+
+
+class WeChatUnreachable(WeChatFailed):
+    title = "Cannot reach WeChat"
+    hint = "The sign-in gateway cannot reach WeChat right now. Try again in a moment."
 
 
 class WeChatBusy(LoginError):

@@ -40,16 +40,26 @@ from gateway.errors import (
     LoginCancelled,
     LoginStateInvalid,
     NotAllowed,
+    SnapshotUser,
     WeChatBusy,
     WeChatFailed,
+    WeChatMisconfigured,
     WeChatTimedOut,
+    WeChatUnreachable,
 )
-from gateway.pages import html_response, is_api_call, json_response, render_page
+from gateway.ledger import CallbackLedger, Outcome
+from gateway.pages import json_response, login_page_response, signed_out_response
 from gateway.session import Session, SessionTooLarge
-from gateway.wechat import QuotaExceeded, SystemBusy, WeChatError, WeChatTimeout
+from gateway.wechat import (
+    QuotaExceeded,
+    SystemBusy,
+    WeChatError,
+    WeChatTimeout,
+    WeChatUnavailable,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Mapping
 
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
@@ -64,6 +74,9 @@ log = logging.getLogger("gateway.login")
 LOGIN_PATH = "/_gateway/login"
 CALLBACK_PATH = "/_gateway/callback"
 LOGOUT_PATH = "/_gateway/logout"
+RESERVED_PREFIX = "/_gateway/"
+#: Set in environ by the app when the peer is a configured trusted front proxy.
+TRUSTED_PROXY_KEY = "gateway.trusted_proxy"
 
 STATE_PURPOSE = b"login-state"
 _STATE_ALPHABET = string.ascii_letters + string.digits
@@ -80,39 +93,55 @@ def _valid_state(state: str) -> bool:
 
 
 class _Pending:
-    """One login started in this browser: its state, where to go after, and whether used."""
+    """One login started in this browser: state, target, expiry, used, and which flow."""
 
-    __slots__ = ("expires_at", "state", "target", "used")
+    __slots__ = ("expires_at", "flow", "state", "target", "used")
 
-    def __init__(self, state: str, target: str, expires_at: int, used: bool) -> None:
+    def __init__(self, state: str, target: str, expires_at: int, used: bool, flow: str) -> None:
         self.state = state
         self.target = target
         self.expires_at = expires_at
         self.used = used
+        self.flow = flow
+
+    def dump(self) -> list[object]:
+        return [self.state, self.target, self.expires_at, int(self.used), self.flow]
 
 
 class LoginFlow:
-    """The ``/_gateway/`` endpoints that sign a browser in and out."""
+    """The ``/_gateway/`` endpoints that sign a browser in and out.
+
+    ``clients`` maps a flow to the WeChat app that serves it: ``"qr"`` (the website app,
+    always) and ``"oa"`` (the Official Account, for WeChat's own browser, when configured).
+    """
 
     def __init__(
         self,
         settings: Settings,
         sessions: CookieSessionStore,
-        wechat: WeChatClient,
+        clients: Mapping[str, WeChatClient],
         redirects: RedirectPolicy,
         access: AccessPolicy,
+        ledger: CallbackLedger,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.public_url = settings.public_url
         self.callback_url = settings.public_url + CALLBACK_PATH
         self.sessions = sessions
-        self.wechat = wechat
+        self.clients = clients
         self.redirects = redirects
         self.access = access
+        self.ledger = ledger
         self.clock = clock
         self.max_age = settings.session.max_age
+        self.keep_refresh_token = settings.session.revalidate is not None
         self.timeout = settings.wechat.timeout
+        self.fetch_profile = settings.wechat.fetch_profile
+        oa = settings.wechat.official_account
+        self.oa_scope = oa.scope if oa is not None else None
+        self.page_mode = settings.login.mode == "page"
+        self.wxlogin_js = settings.login.wxlogin_js
         self.state_ttl = settings.login.state_ttl
         self.userinfo_lang = "en" if settings.wechat.lang == "en" else "zh_CN"
         self.state_cookie = CookieSpec(
@@ -143,9 +172,9 @@ class LoginFlow:
             try:
                 entries = json.loads(payload)
                 return [
-                    _Pending(str(state), str(target), int(expires), bool(used))
-                    for state, target, expires, used in entries
-                    if int(expires) > now
+                    _Pending(str(state), str(target), int(expires), bool(used), str(flow))
+                    for state, target, expires, used, flow in entries
+                    if int(expires) > now and flow in self.clients
                 ]
             except (ValueError, TypeError):
                 continue
@@ -155,20 +184,26 @@ class LoginFlow:
         if not pending:
             return self.state_cookie.clear()
         payload = json.dumps(
-            [[p.state, p.target, p.expires_at, int(p.used)] for p in pending[:_MAX_PENDING]],
-            separators=(",", ":"),
+            [entry.dump() for entry in pending[:_MAX_PENDING]], separators=(",", ":")
         ).encode()
-        ttl = max(p.expires_at for p in pending) - int(self.clock())
-        value = self.sessions.codec.seal(payload, purpose=STATE_PURPOSE, ttl=max(ttl, 1))
-        return self.state_cookie.set(value, max(ttl, 1))
+        ttl = max(max(p.expires_at for p in pending) - int(self.clock()), 1)
+        value = self.sessions.codec.seal(payload, purpose=STATE_PURPOSE, ttl=ttl)
+        return self.state_cookie.set(value, ttl)
+
+    def _flow_for(self, environ: WSGIEnvironment) -> str:
+        """WeChat's own browser signs in through the Official Account when there is one."""
+        if "oa" in self.clients and "MicroMessenger" in environ.get("HTTP_USER_AGENT", ""):
+            return "oa"
+        return "qr"
 
     # -- requests without a session ---------------------------------------------------------
 
     def challenge(
-        self, environ: WSGIEnvironment, start_response: StartResponse, target: str
+        self, environ: WSGIEnvironment, start_response: StartResponse, target: str, *, api: bool
     ) -> Iterable[bytes]:
         """No session: browsers are sent to log in, API calls get 401 with ``login_url``."""
-        if is_api_call(environ):
+        login_url = self.login_url(self.redirects.safe_target(target))
+        if api:
             return json_response(
                 environ,
                 start_response,
@@ -176,39 +211,43 @@ class LoginFlow:
                 {
                     "error": "unauthorized",
                     "message": "Sign in with WeChat first.",
-                    "login_url": self.login_url(self.redirects.safe_target(target)),
+                    "login_url": login_url,
                 },
                 [("WWW-Authenticate", 'WeChat realm="wechat-gateway"')],
             )
-        location = self.login_url(self.redirects.safe_target(target))
-        start_response(
-            "302 Found",
-            [("Location", location), ("Cache-Control", "no-store"), ("Content-Length", "0")],
-        )
-        return []
+        return _redirect(start_response, login_url)
 
     # -- the endpoints -------------------------------------------------------------------
 
     def start(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """``GET /_gateway/login?rd=TARGET``: remember the target, send the browser to WeChat."""
-        rd = _query(environ).get("rd")
+        rd = _query(environ).get("rd") or original_uri(environ)
         target = self.redirects.safe_target(rd) if rd else "/"
+        flow = self._flow_for(environ)
         state = _new_state()
         # Rounded up: whole seconds are stored, and a login must live at least state_ttl.
         expires_at = math.ceil(self.clock() + self.state_ttl)
-        pending = [_Pending(state, target, expires_at, False)]
+        pending = [_Pending(state, target, expires_at, False, flow)]
         pending += [p for p in self._read_pending(environ) if not p.used][: _MAX_PENDING - 1]
-        location = self.wechat.qrconnect_url(self.callback_url, state)
-        start_response(
-            "302 Found",
-            [
-                ("Location", location),
-                ("Cache-Control", "no-store"),
-                ("Content-Length", "0"),
-                self._pending_cookie(pending),
-            ],
-        )
-        return []
+        state_cookie = self._pending_cookie(pending)
+        client = self.clients[flow]
+        if flow == "oa":
+            assert self.oa_scope is not None
+            location = client.oauth2_authorize_url(self.callback_url, state, self.oa_scope)
+            return _redirect(start_response, location, state_cookie)
+        location = client.qrconnect_url(self.callback_url, state)
+        if self.page_mode:
+            return login_page_response(
+                environ,
+                start_response,
+                appid=client.app_id,
+                redirect_uri=self.callback_url,
+                state=state,
+                script_url=self.wxlogin_js,
+                fallback_url=location,
+                extra_headers=(state_cookie,),
+            )
+        return _redirect(start_response, location, state_cookie)
 
     def callback(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """``GET /_gateway/callback?code=&state=``: check the state, then ask WeChat who it is."""
@@ -231,53 +270,80 @@ class LoginFlow:
                 actions=self._retry(entry.target),
                 extra_headers=(self._pending_cookie(remaining),),
             )
-        session = self._sign_in(code, entry.target)
         entry.used = True
-        now = self.clock()
-        headers = [
-            ("Location", self._absolute(entry.target)),
-            ("Cache-Control", "no-store"),
-            ("Content-Length", "0"),
-            self._pending_cookie([entry, *remaining]),
-        ]
+        state_cookie = self._pending_cookie([entry, *remaining])
+        if not self.ledger.claim(code):
+            return self._duplicate(start_response, code, entry, state_cookie)
         try:
-            headers.append(self.sessions.save(session, now))
+            session = self._sign_in(entry.flow, code, entry.target)
+            session_cookie = self.sessions.save(session, self.clock())
         except SessionTooLarge:
+            self.ledger.record(code, state, Outcome(ok=False))
             raise WeChatFailed("the WeChat profile is too large for a session cookie") from None
+        except GatewayError:
+            self.ledger.record(code, state, Outcome(ok=False))
+            raise
+        target = self._absolute(entry.target)
+        self.ledger.record(
+            code, state, Outcome(ok=True, target=target, set_cookie=session_cookie[1])
+        )
         log.info("signed in openid=%s app_id=%s", session.openid, session.app_id)
-        start_response("302 Found", headers)
-        return []
+        return _redirect(start_response, target, state_cookie, session_cookie)
 
-    def _sign_in(self, code: str, target: str) -> Session:
+    def _duplicate(
+        self,
+        start_response: StartResponse,
+        code: str,
+        entry: _Pending,
+        state_cookie: tuple[str, str],
+    ) -> Iterable[bytes]:
+        """A second callback with a code already being exchanged: answer like the first."""
+        outcome = self.ledger.wait(code, entry.state, self.timeout + 1)
+        if outcome is None or not outcome.ok:
+            raise WeChatFailed(
+                "this sign-in code was already used", actions=self._retry(entry.target)
+            )
+        log.info("answered a duplicate callback like the first one")
+        return _redirect(
+            start_response, outcome.target, state_cookie, ("Set-Cookie", outcome.set_cookie)
+        )
+
+    def _sign_in(self, flow: str, code: str, target: str) -> Session:
         """Code -> tokens -> profile -> session; WeChat trouble becomes a LoginError."""
+        client = self.clients[flow]
         retry = self._retry(target)
         # The whole sign-in, both calls and their retries, ends within wechat.timeout.
         deadline = time.monotonic() + self.timeout
         try:
-            token = self.wechat.exchange_code(code, deadline=deadline)
+            token = client.exchange_code(code, deadline=deadline)
             if token.is_snapshotuser:
-                # WeChat's snapshot mode hands out a virtual identity shared by strangers:
-                # never a person to sign in. The user has to open the full page and confirm.
+                # Snapshot mode hands out a virtual identity, never a person to sign in.
                 log.info("refused a snapshot-mode identity (openid=%s)", token.openid)
-                raise LoginCancelled(
-                    "WeChat only shared a preview (snapshot) identity. Open the page in"
-                    " WeChat's full mode and confirm the sign-in.",
-                    actions=retry,
+                raise SnapshotUser(actions=retry)
+            # snsapi_base tokens cannot read the profile (WeChat answers 48001).
+            wants_profile = self.fetch_profile and (
+                flow == "qr" or self.oa_scope == "snsapi_userinfo"
+            )
+            profile = (
+                client.userinfo(
+                    token.access_token, token.openid, self.userinfo_lang, deadline=deadline
                 )
-            profile = self.wechat.userinfo(
-                token.access_token, token.openid, self.userinfo_lang, deadline=deadline
+                if wants_profile
+                else None
             )
         except WeChatError as exc:
             raise _login_failure(exc, retry) from None
         now = int(self.clock())
         session = Session(
             openid=token.openid,
-            app_id=self.wechat.app_id,
-            unionid=token.unionid or profile.unionid,
-            nickname=profile.nickname,
-            avatar=profile.avatar,
+            app_id=client.app_id,
+            unionid=token.unionid or (profile.unionid if profile else None),
+            nickname=profile.nickname if profile else "",
+            avatar=profile.avatar if profile else "",
             issued_at=now,
             expires_at=now + self.max_age,
+            refresh_token=token.refresh_token if self.keep_refresh_token else None,
+            validated_at=now if self.keep_refresh_token else None,
         )
         if not self.access.allows(session):
             log.info("refused openid=%s: not on the allow list", session.openid)
@@ -294,13 +360,9 @@ class LoginFlow:
         clear = self.sessions.clear()
         if rd and self.redirects.is_safe(rd):
             return _redirect(start_response, self._absolute(rd), clear)
-        body = render_page(
-            status="Signed out",
-            heading="You are signed out",
-            message="Your session with this application has ended.",
-            actions=(("Sign in again", self.login_url()),),
+        return signed_out_response(
+            environ, start_response, login_url=self.login_url(), extra_headers=(clear,)
         )
-        return html_response(environ, start_response, "200 OK", body, [clear])
 
     def userinfo(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """``GET /_gateway/userinfo``: the session's identity as JSON, or 401."""
@@ -327,6 +389,17 @@ class LoginFlow:
         )
 
 
+def original_uri(environ: WSGIEnvironment) -> str | None:
+    """The URI a trusted front proxy says the browser asked for (nginx ``auth_request``
+    sends ``X-Original-URI``, Traefik ``X-Forwarded-Uri``); the app marks trust in environ."""
+    if not environ.get(TRUSTED_PROXY_KEY):
+        return None
+    uri = environ.get("HTTP_X_ORIGINAL_URI") or environ.get("HTTP_X_FORWARDED_URI")
+    if not uri or uri.startswith(RESERVED_PREFIX):
+        return None
+    return str(uri)
+
+
 def _login_failure(exc: WeChatError, retry: tuple[tuple[str, str], ...]) -> GatewayError:
     """The page a WeChat failure during login becomes; the client already logged the cause."""
     if isinstance(exc, WeChatTimeout):
@@ -335,6 +408,10 @@ def _login_failure(exc: WeChatError, retry: tuple[tuple[str, str], ...]) -> Gate
         return WeChatBusy(exc.meaning, retry_after=60, actions=retry)
     if isinstance(exc, SystemBusy):
         return WeChatBusy(exc.meaning, retry_after=5, actions=retry)
+    if exc.is_config_error:
+        return WeChatMisconfigured(actions=retry)
+    if isinstance(exc, WeChatUnavailable):
+        return WeChatUnreachable(actions=retry)
     return WeChatFailed(exc.meaning, actions=retry)
 
 

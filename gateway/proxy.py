@@ -40,6 +40,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import quote, urlsplit
 
+from gateway.access import AllowList
 from gateway.errors import (
     BadRequest,
     GatewayError,
@@ -120,6 +121,10 @@ class Upstream:
         port = parts.port or (443 if scheme == "https" else 80)
         self.origin = _Origin(scheme, parts.hostname or "", port, parts.path.rstrip("/"))
         self.prefix = settings.prefix
+        self.host = settings.host
+        self.strip_prefix = settings.strip_prefix
+        self.public = settings.public
+        self.allow = AllowList(settings.allow) if settings.allow is not None else None
         self.timeout = settings.timeout
         self.read_timeout = settings.read_timeout
         self._idle: deque[socket.socket] = deque()
@@ -137,6 +142,13 @@ class Upstream:
             f"{origin.scheme}://{host}:{origin.port}",
         }
         return tuple(sorted(spellings, key=len, reverse=True))
+
+    def forwarded_target(self, target: str) -> str:
+        """The request target for the upstream: ``strip_prefix`` removes the prefix."""
+        if not self.strip_prefix or self.prefix == "/":
+            return target
+        rest = target[len(self.prefix.rstrip("/")) :]
+        return rest if rest.startswith("/") else "/" + rest
 
     def matches(self, path: str) -> bool:
         prefix = self.prefix
@@ -224,13 +236,22 @@ def _reason(exc: BaseException) -> str:
 
 
 class Router:
-    """Longest-prefix choice among the configured upstreams."""
+    """The upstream for a request: those for its ``Host`` first, then the host-less ones;
+    among them the longest matching prefix."""
 
     def __init__(self, upstreams: Iterable[Upstream]) -> None:
         self.upstreams = sorted(upstreams, key=lambda u: len(u.prefix), reverse=True)
-
-    def choose(self, path: str) -> Upstream | None:
+        self._by_host: dict[str | None, list[Upstream]] = {}
         for upstream in self.upstreams:
+            self._by_host.setdefault(upstream.host, []).append(upstream)
+
+    def choose(self, path: str, host: str | None = None) -> Upstream | None:
+        candidates: list[Upstream] = []
+        if host and len(self._by_host) > 1:
+            host = host.lower()
+            candidates = self._by_host.get(host) or self._by_host.get(_hostname(host)) or []
+        fallback: list[Upstream] = self._by_host.get(None, [])
+        for upstream in (*candidates, *fallback):
             if upstream.matches(path):
                 return upstream
         return None
@@ -238,6 +259,13 @@ class Router:
     def close(self) -> None:
         for upstream in self.upstreams:
             upstream.close()
+
+
+def _hostname(host: str) -> str:
+    """``app.example.com:8443`` -> ``app.example.com`` (IPv6 literals keep their brackets)."""
+    if host.endswith("]") or ":" not in host:
+        return host
+    return host.rsplit(":", 1)[0]
 
 
 def request_target(environ: WSGIEnvironment) -> str:
@@ -481,7 +509,7 @@ class Forwarder:
         head = build_request_head(
             environ,
             method,
-            upstream.origin.base_path + target,
+            upstream.origin.base_path + upstream.forwarded_target(target),
             self.context,
             identity,
             body.framing,

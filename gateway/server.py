@@ -19,6 +19,7 @@ upstream connection pools and HTTP clients.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
@@ -26,6 +27,7 @@ from urllib.parse import parse_qsl, urlencode
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
+from gateway.ledger import CallbackLedger
 from gateway.logs import configure_logging
 from gateway.metrics import Metrics
 
@@ -82,6 +84,8 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
         self.settings = settings
         # Room for replacement workers and `TTIN` scaling; shared by all of them.
         self.metrics = Metrics(slots=max(16, 4 * settings.server.workers))
+        # Shared by the workers so a duplicate login callback finds the first one's result.
+        self.ledger = CallbackLedger()
         super().__init__()
 
     def gunicorn_options(self) -> dict[str, Any]:
@@ -113,6 +117,7 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
             "pre_fork": self._assign_metrics_slot,
             "post_fork": self._use_metrics_slot,
             "child_exit": self._release_metrics_slot,
+            "on_exit": self._remove_ledger,
         }
 
     def _assign_metrics_slot(self, server: Any, worker: Any) -> None:
@@ -124,6 +129,9 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
     def _release_metrics_slot(self, server: Any, worker: Any) -> None:
         self.metrics.release_slot(worker.metrics_slot)
 
+    def _remove_ledger(self, server: Any) -> None:
+        shutil.rmtree(self.ledger.directory, ignore_errors=True)
+
     def load_config(self) -> None:
         for key, value in self.gunicorn_options().items():
             self.cfg.set(key, value)
@@ -132,7 +140,7 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
         from gateway.app import Gateway  # noqa: PLC0415 - built after fork, in the worker
 
         configure_logging(self.settings.server.log_level)
-        return Gateway(self.settings, metrics=self.metrics)
+        return Gateway(self.settings, metrics=self.metrics, ledger=self.ledger)
 
 
 def _close_gateway(server: Any, worker: Any) -> None:

@@ -1,0 +1,107 @@
+"""Recent login callbacks, shared by the workers of one server: the duplicate-callback cure.
+
+WeChat's in-app browser sometimes opens the callback twice with the same code, a second or
+so apart, and shows whichever answer comes last. The code is single-use, so the second
+exchange fails (40163) and the user would see an error although the first request signed
+them in. The ledger lets the two requests meet: the first to *claim* the code exchanges it
+and *records* the outcome (the session cookie and target); a second request with the same
+code and the same state waits for that outcome and answers with the same cookie and
+redirect, without calling WeChat again.
+
+The requests may land on different workers, so the ledger is a private directory
+(mode 0700) that the gunicorn master creates before forking: a claim is an exclusive file
+creation, an outcome an atomic rename. Files are named by a hash of the code, hold only a
+hash of the state and the sealed (encrypted) cookie, and are swept after ``ttl`` seconds.
+Replicas behind a load balancer do not share it; the duplicate then gets the ordinary
+"code already used" page.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+_POLL = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the first callback for a code ended with."""
+
+    ok: bool
+    target: str = ""
+    set_cookie: str = ""
+
+
+class CallbackLedger:
+    def __init__(self, directory: str | None = None, *, ttl: float = 60.0) -> None:
+        self.directory = Path(directory or tempfile.mkdtemp(prefix="wechat-gateway-ledger-"))
+        self.directory.chmod(0o700)
+        self.ttl = ttl
+
+    @staticmethod
+    def _key(code: str) -> str:
+        return hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest()
+
+    @staticmethod
+    def _state_digest(state: str) -> str:
+        return hashlib.sha256(state.encode()).hexdigest()
+
+    def claim(self, code: str) -> bool:
+        """True for the first request with this code: it must exchange it and record."""
+        self._sweep()
+        path = self.directory / (self._key(code) + ".claim")
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            return False
+        os.close(fd)
+        return True
+
+    def record(self, code: str, state: str, outcome: Outcome) -> None:
+        payload = {
+            "state": self._state_digest(state),
+            "ok": outcome.ok,
+            "target": outcome.target,
+            "set_cookie": outcome.set_cookie,
+        }
+        final = self.directory / (self._key(code) + ".json")
+        temporary = final.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(payload), encoding="utf-8")
+        temporary.chmod(0o600)
+        temporary.replace(final)
+
+    def wait(self, code: str, state: str, timeout: float) -> Outcome | None:
+        """The first request's outcome, if it comes within ``timeout`` and the state matches."""
+        path = self.directory / (self._key(code) + ".json")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                payload = json.loads(path.read_text(encoding="utf-8"))
+            except (FileNotFoundError, ValueError):
+                if time.monotonic() >= deadline:
+                    return None
+                time.sleep(_POLL)
+                continue
+            if not hmac.compare_digest(str(payload.get("state")), self._state_digest(state)):
+                return None
+            return Outcome(
+                ok=bool(payload.get("ok")),
+                target=str(payload.get("target", "")),
+                set_cookie=str(payload.get("set_cookie", "")),
+            )
+
+    def _sweep(self) -> None:
+        cutoff = time.time() - self.ttl
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.directory):
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.stat().st_mtime < cutoff:
+                        os.unlink(entry.path)
