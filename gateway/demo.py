@@ -22,6 +22,7 @@ from urllib.parse import unquote
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from gateway.config import (
+    OfficialAccountSettings,
     ServerSettings,
     SessionSettings,
     Settings,
@@ -97,6 +98,7 @@ def _start_sample_app() -> BaseWSGIServer:
 
 def demo_settings(port: int, simulator_url: str, app_url: str, simulator: Simulator) -> Settings:
     website = next(app for app in simulator.apps if app.kind == "website")
+    official = next(app for app in simulator.apps if app.kind == "official_account")
     return Settings(
         public_url=f"http://127.0.0.1:{port}",
         wechat=WeChatSettings(
@@ -106,6 +108,8 @@ def demo_settings(port: int, simulator_url: str, app_url: str, simulator: Simula
             api_base=simulator_url,
             lang="en",
             timeout=5.0,
+            # Pages opened inside WeChat (User-Agent "MicroMessenger") use this app instead.
+            official_account=OfficialAccountSettings(official.app_id, official.app_secret),
         ),
         session=SessionSettings(secret=secrets.token_urlsafe(32), secure=False),
         upstreams=(UpstreamSettings(prefix="/", url=app_url),),

@@ -60,7 +60,8 @@ def identity_headers(session: Session) -> list[tuple[str, str]]:
     headers = [(OPENID, _token(session.openid)), (APPID, _token(session.app_id))]
     if session.unionid:
         headers.append((UNIONID, _token(session.unionid)))
-    headers.append((NICKNAME, encode_nickname(session.nickname)))
+    if session.nickname:  # absent without a profile (snsapi_base, fetch_profile off)
+        headers.append((NICKNAME, encode_nickname(session.nickname)))
     if session.avatar:
         headers.append((AVATAR, encode_avatar(session.avatar)))
     return headers

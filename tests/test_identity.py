@@ -173,8 +173,9 @@ def test_no_unionid_header_without_a_unionid() -> None:
     assert names == [OPENID, APPID, NICKNAME, AVATAR]
 
 
-def test_empty_nickname_is_still_sent() -> None:
-    assert (NICKNAME, "") in identity_headers(_session(nickname=""))
+def test_no_nickname_header_without_a_profile() -> None:
+    """snsapi_base and fetch_profile: false give no nickname: the header is absent."""
+    assert NICKNAME not in [name for name, _ in identity_headers(_session(nickname=""))]
 
 
 def test_no_avatar_header_without_an_avatar() -> None:
