@@ -162,6 +162,9 @@ class TrustedProxies:
             address = ipaddress.ip_address(environ.get("REMOTE_ADDR", ""))
         except ValueError:
             return False
+        # A dual-stack listener ([::]) sees IPv4 peers as ::ffff:a.b.c.d.
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
         return any(address in network for network in self.networks)
 
 

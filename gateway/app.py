@@ -182,12 +182,14 @@ class Gateway:
             self._count_failure(error)
             if error.status >= 500:
                 log.warning("%s %s: %s", environ.get("REQUEST_METHOD"), _path(environ), error)
-            return error_response(environ, start_response, error)
+            return error_response(environ, start_response, error, branding=self.login.branding)
         except Exception:
             log.exception(
                 "unexpected error on %s %s", environ.get("REQUEST_METHOD"), _path(environ)
             )
-            return error_response(environ, _replacing(start_response), GatewayError())
+            return error_response(
+                environ, _replacing(start_response), GatewayError(), branding=self.login.branding
+            )
 
     # -- the decision ----------------------------------------------------------------------
 

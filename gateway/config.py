@@ -560,7 +560,11 @@ def _validate_login(section: _Section) -> LoginSettings:
     if _http_url(wxlogin_js) is None:
         section.problem("wxlogin_js", "must be an http or https URL")
     logo_url = section.string("logo_url", "")
-    if logo_url and _http_url(logo_url) is None and not logo_url.startswith("/"):
+    if (
+        logo_url
+        and _http_url(logo_url) is None
+        and not (logo_url.startswith("/") and not logo_url.startswith("//"))
+    ):
         section.problem("logo_url", "must be an http or https URL or a path starting with /")
     return LoginSettings(
         state_ttl=section.duration("state_ttl", defaults.state_ttl, positive=True),

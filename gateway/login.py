@@ -48,7 +48,7 @@ from gateway.errors import (
     WeChatUnreachable,
 )
 from gateway.ledger import CallbackLedger, Outcome
-from gateway.pages import json_response, login_page_response, signed_out_response
+from gateway.pages import Branding, json_response, login_page_response, signed_out_response
 from gateway.session import Session, SessionTooLarge
 from gateway.wechat import (
     QuotaExceeded,
@@ -141,6 +141,7 @@ class LoginFlow:
         oa = settings.wechat.official_account
         self.oa_scope = oa.scope if oa is not None else None
         self.page_mode = settings.login.mode == "page"
+        self.branding = Branding.from_settings(settings)
         self.wxlogin_js = settings.login.wxlogin_js
         self.state_ttl = settings.login.state_ttl
         self.userinfo_lang = "en" if settings.wechat.lang == "en" else "zh_CN"
@@ -246,6 +247,7 @@ class LoginFlow:
                 script_url=self.wxlogin_js,
                 fallback_url=location,
                 extra_headers=(state_cookie,),
+                branding=self.branding,
             )
         return _redirect(start_response, location, state_cookie)
 
@@ -361,7 +363,11 @@ class LoginFlow:
         if rd and self.redirects.is_safe(rd):
             return _redirect(start_response, self._absolute(rd), clear)
         return signed_out_response(
-            environ, start_response, login_url=self.login_url(), extra_headers=(clear,)
+            environ,
+            start_response,
+            login_url=self.login_url(),
+            extra_headers=(clear,),
+            branding=self.branding,
         )
 
     def userinfo(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:

@@ -1,28 +1,100 @@
 """The gateway's own responses: HTML pages for people, JSON for API calls.
 
-Every page the gateway renders (errors now; sign-in and signed-out pages later) shares one
-template, ``templates/page.html``. Everything interpolated into it is escaped here.
-``error_response`` is the single place a ``GatewayError`` becomes a response.
+Every page the gateway shows (the sign-in page, errors, the signed-out page) is
+``templates/page.html`` around one content fragment (``login.html`` or ``message.html``),
+branded from a ``Branding`` and written in Chinese or English: ``?lang=`` wins, then
+``Accept-Language``, then ``Branding.default_lang`` (``gateway.i18n``). Everything
+interpolated is escaped here, and the inline script's data is JSON with ``<``, ``>`` and
+``&`` escaped, so no configured or requested value can become markup.
+
+Every page carries a strict Content-Security-Policy. Nothing loads but the page's inline
+stylesheet (allowed by its hash), images from the gateway itself and from the logo's
+origin, and, on the sign-in page only, WeChat's ``wxLogin.js`` (its origin, plus a fresh
+nonce for the inline call) and the QR iframe it creates (the QR page's origin). Pages may
+not be framed, and send no ``Referer``: the sign-in URLs carry the login state.
+
+Branding is passed to each function (``branding=``), never held in module state, so two
+gateways in one process cannot see each other's. Build it once from the settings with
+``Branding.from_settings``. ``error_response`` is the single place a ``GatewayError``
+becomes a response; JSON bodies stay English, whatever the page language would be.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
+import secrets
+from dataclasses import dataclass
 from functools import cache
 from html import escape
 from http import HTTPStatus
 from importlib import resources
 from string import Template
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
+from urllib.parse import quote, unquote_plus, urlsplit
 
 from gateway.errors import GatewayError, MethodNotAllowed
+from gateway.i18n import HTML_LANG, UI, Lang, action_label, error_text, negotiate_lang
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
+    from gateway.config import Settings
+
+__all__ = [
+    "DEFAULT_BRANDING",
+    "Branding",
+    "error_response",
+    "html_response",
+    "is_api_call",
+    "json_response",
+    "login_page_response",
+    "negotiate_lang",
+    "render_page",
+    "respond",
+    "signed_out_response",
+]
+
 _NO_STORE = ("Cache-Control", "no-store")
+_PAGE_HEADERS: Final = (("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"))
+#: Query parameters that are spent once used: a page whose URL has them offers no
+#: language switch, since following it would replay the request (a WeChat callback).
+_SINGLE_USE: Final = frozenset({"code", "state"})
+_HOST = re.compile(r"[a-z0-9.-]+|[0-9a-f:.]+")
+_QR_BOX_ID: Final = "wx_qr"
+
+
+@dataclass(frozen=True, slots=True)
+class Branding:
+    """What the operator's config puts on every gateway page (``login.*``)."""
+
+    #: The site's name: the sign-in page's heading and every page's banner and title.
+    #: Empty: "Sign in" / "登录" on the sign-in page, no banner text elsewhere.
+    title: str = ""
+    #: An http(s) URL or a ``/path`` on the gateway; shown on every page. A path is fetched
+    #: through the gateway, so it must be public (``access.public``).
+    logo_url: str = ""
+    #: Plain text at the bottom of every page.
+    footer: str = ""
+    #: "zh" or "en": the language when neither ``?lang=`` nor Accept-Language decides.
+    default_lang: str = "en"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Branding:
+        """The branding a gateway's settings describe. Pages speak the browser's language
+        (``Accept-Language``, or ``?lang=``); English when it names neither."""
+        login = settings.login
+        return cls(title=login.title, logo_url=login.logo_url, footer=login.footer)
+
+
+DEFAULT_BRANDING: Final = Branding()
+
+
+# --- who gets JSON ---------------------------------------------------------------------
 
 
 def is_api_call(environ: WSGIEnvironment) -> bool:
@@ -56,10 +128,158 @@ def _refused(params: str) -> bool:
     return False
 
 
+# --- templates and the policy that goes with them ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Templates:
+    page: Template
+    login: Template
+    message: Template
+    #: The CSP source that allows exactly the page's inline stylesheet.
+    style_source: str
+
+
 @cache
-def _template() -> Template:
-    text = resources.files("gateway").joinpath("templates/page.html").read_text("utf-8")
-    return Template(text)
+def _templates() -> _Templates:
+    folder = resources.files("gateway").joinpath("templates")
+    page = folder.joinpath("page.html").read_text("utf-8")
+    style = re.search(r"<style>(.*?)</style>", page, re.DOTALL)
+    assert style is not None, "templates/page.html has no <style> element"
+    digest = base64.b64encode(hashlib.sha256(style.group(1).encode("utf-8")).digest())
+    return _Templates(
+        page=Template(page),
+        login=Template(folder.joinpath("login.html").read_text("utf-8")),
+        message=Template(folder.joinpath("message.html").read_text("utf-8")),
+        style_source=f"'sha256-{digest.decode('ascii')}'",
+    )
+
+
+def _origin(url: str) -> str | None:
+    """``scheme://host[:port]`` of an http(s) URL, or None when it has no safe origin."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if scheme not in ("http", "https") or not _HOST.fullmatch(host):
+        return None
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+def _logo(branding: Branding) -> tuple[str, str] | None:
+    """The logo's URL and the CSP source that allows it, or None when there is none."""
+    url = branding.logo_url
+    if url.startswith("/") and not url.startswith("//"):
+        return url, "'self'"
+    origin = _origin(url) if url else None
+    return (url, origin) if origin else None
+
+
+def _csp(branding: Branding, *, nonce: str = "", script: str = "", frame: str = "") -> str:
+    images = ["'self'", "data:"]
+    logo = _logo(branding)
+    if logo is not None and logo[1] not in images:
+        images.append(logo[1])
+    directives = ["default-src 'none'"]
+    if nonce:
+        directives.append(f"script-src 'nonce-{nonce}' {script}")
+    directives.append(f"style-src {_templates().style_source}")
+    directives.append(f"img-src {' '.join(images)}")
+    if frame:
+        directives.append(f"frame-src {frame}")
+    directives += ["base-uri 'none'", "form-action 'self'", "frame-ancestors 'none'"]
+    return "; ".join(directives)
+
+
+def _switch_href(environ: WSGIEnvironment, lang: Lang) -> str | None:
+    """This page in the other language: the same URL with ``lang=`` replaced."""
+    kept = []
+    for part in environ.get("QUERY_STRING", "").split("&"):
+        name = unquote_plus(part.partition("=")[0])
+        if name in _SINGLE_USE:
+            return None
+        if part and name != "lang":
+            kept.append(quote(part, safe="=%+/:@!$'()*,;~-._?"))
+    kept.append(f"lang={'en' if lang == 'zh' else 'zh'}")
+    return "?" + "&".join(kept)
+
+
+def _render(
+    *,
+    lang: Lang,
+    branding: Branding,
+    title: str,
+    main_class: str,
+    content: str,
+    banner_title: bool,
+    switch_href: str | None,
+    scripts: str = "",
+) -> bytes:
+    text = UI[lang]
+    banner = []
+    logo = _logo(branding)
+    if logo is not None:
+        alt = "" if branding.title else text["logo"]
+        banner.append(f'<img src="{escape(logo[0])}" alt="{escape(alt)}">')
+    if banner_title and branding.title:
+        banner.append(f"<p>{escape(branding.title)}</p>")
+    footer = []
+    if branding.footer:
+        footer.append(f"<p>{escape(branding.footer)}</p>")
+    if switch_href is not None:
+        other = HTML_LANG["en" if lang == "zh" else "zh"]
+        footer.append(
+            f'<nav aria-label="{escape(text["language"])}">'
+            f'<a href="{escape(switch_href)}" lang="{other}" hreflang="{other}">'
+            f"{escape(text['switch_label'])}</a></nav>"
+        )
+    page = _templates().page.substitute(
+        html_lang=HTML_LANG[lang],
+        title=escape(title),
+        brand=f'<header class="brand">{"".join(banner)}</header>' if banner else "",
+        main_class=main_class,
+        content=content,
+        footer=f"<footer>{''.join(footer)}</footer>" if footer else "",
+        scripts=scripts,
+    )
+    return page.encode("utf-8")
+
+
+def _message(
+    *,
+    lang: Lang,
+    branding: Branding,
+    status: str,
+    heading: str,
+    message: str,
+    detail: str,
+    actions: Iterable[tuple[str, str]],
+    switch_href: str | None,
+) -> bytes:
+    links = "".join(
+        f'<a class="button" href="{escape(href)}">{escape(label)}</a>' for label, href in actions
+    )
+    content = _templates().message.substitute(
+        status=f'<p class="status">{escape(status)}</p>' if status else "",
+        heading=escape(heading),
+        message=escape(message),
+        detail=f'<p class="detail">{escape(detail)}</p>' if detail else "",
+        actions=f'<div class="actions">{links}</div>' if links else "",
+    )
+    return _render(
+        lang=lang,
+        branding=branding,
+        title=f"{heading} · {branding.title}" if branding.title else heading,
+        main_class="message",
+        content=content,
+        banner_title=True,
+        switch_href=switch_href,
+    )
 
 
 def render_page(
@@ -70,21 +290,24 @@ def render_page(
     detail: str = "",
     actions: Iterable[tuple[str, str]] = (),
     lang: str = "en",
+    branding: Branding = DEFAULT_BRANDING,
 ) -> bytes:
-    """A full HTML page; ``actions`` are (label, href) links shown as buttons."""
-    links = "".join(
-        f'<a class="button" href="{escape(href)}">{escape(label)}</a>' for label, href in actions
+    """A message page (no language switch: it has no request to switch); ``actions`` are
+    (label, href) links shown as buttons, as given. Send it with ``html_response`` and the
+    same ``branding``."""
+    return _message(
+        lang="zh" if lang == "zh" else "en",
+        branding=branding,
+        status=status,
+        heading=heading,
+        message=message,
+        detail=detail,
+        actions=actions,
+        switch_href=None,
     )
-    html = _template().substitute(
-        lang=escape(lang),
-        title=escape(heading),
-        status=escape(status),
-        heading=escape(heading),
-        message=escape(message),
-        detail=f'<p class="detail">{escape(detail)}</p>' if detail else "",
-        actions=f'<div class="actions">{links}</div>' if links else "",
-    )
-    return html.encode("utf-8")
+
+
+# --- sending ----------------------------------------------------------------------------
 
 
 def respond(
@@ -125,25 +348,46 @@ def json_response(
     )
 
 
-def html_response(
+def _send_page(
     environ: WSGIEnvironment,
     start_response: StartResponse,
     status: str,
     body: bytes,
-    extra_headers: Iterable[tuple[str, str]] = (),
+    csp: str,
+    extra_headers: Iterable[tuple[str, str]],
 ) -> list[bytes]:
     return respond(
         start_response,
         status,
         body,
         "text/html; charset=utf-8",
-        extra_headers,
+        [("Content-Security-Policy", csp), *_PAGE_HEADERS, *extra_headers],
         head_only=environ.get("REQUEST_METHOD") == "HEAD",
     )
 
 
+def html_response(
+    environ: WSGIEnvironment,
+    start_response: StartResponse,
+    status: str,
+    body: bytes,
+    extra_headers: Iterable[tuple[str, str]] = (),
+    *,
+    branding: Branding = DEFAULT_BRANDING,
+) -> list[bytes]:
+    """A page from ``render_page``, with the strict policy every page gets."""
+    return _send_page(environ, start_response, status, body, _csp(branding), extra_headers)
+
+
+# --- the pages --------------------------------------------------------------------------
+
+
 def error_response(
-    environ: WSGIEnvironment, start_response: StartResponse, error: GatewayError
+    environ: WSGIEnvironment,
+    start_response: StartResponse,
+    error: GatewayError,
+    *,
+    branding: Branding = DEFAULT_BRANDING,
 ) -> list[bytes]:
     """The single place a GatewayError becomes a response: HTML for people, JSON for APIs."""
     status = f"{error.status} {HTTPStatus(error.status).phrase}"
@@ -158,11 +402,129 @@ def error_response(
             if "/_gateway/login" in href:
                 payload["login_url"] = href
         return json_response(environ, start_response, status, payload, headers)
-    body = render_page(
-        status=status,
-        heading=error.title,
-        message=error.hint,
+    lang = negotiate_lang(environ, branding.default_lang)
+    heading, hint = error_text(error, lang)
+    body = _message(
+        lang=lang,
+        branding=branding,
+        status=UI[lang]["error_status"].format(status=error.status),
+        heading=heading,
+        message=hint,
         detail=error.detail,
-        actions=error.actions,
+        actions=[(action_label(label, lang), href) for label, href in error.actions],
+        switch_href=_switch_href(environ, lang),
     )
-    return html_response(environ, start_response, status, body, headers)
+    return _send_page(environ, start_response, status, body, _csp(branding), headers)
+
+
+def signed_out_response(
+    environ: WSGIEnvironment,
+    start_response: StartResponse,
+    *,
+    login_url: str,
+    extra_headers: Iterable[tuple[str, str]] = (),
+    branding: Branding = DEFAULT_BRANDING,
+) -> list[bytes]:
+    """200: "You are signed out", with a link to sign in again."""
+    lang = negotiate_lang(environ, branding.default_lang)
+    text = UI[lang]
+    body = _message(
+        lang=lang,
+        branding=branding,
+        status="",
+        heading=text["signed_out_heading"],
+        message=text["signed_out_message"],
+        detail="",
+        actions=[(text["sign_in_again"], login_url)],
+        switch_href=_switch_href(environ, lang),
+    )
+    return _send_page(environ, start_response, "200 OK", body, _csp(branding), extra_headers)
+
+
+def login_page_response(
+    environ: WSGIEnvironment,
+    start_response: StartResponse,
+    *,
+    appid: str,
+    redirect_uri: str,
+    state: str,
+    script_url: str,
+    fallback_url: str,
+    extra_headers: Iterable[tuple[str, str]] = (),
+    branding: Branding = DEFAULT_BRANDING,
+) -> list[bytes]:
+    """200: the sign-in page, WeChat's QR code embedded by ``wxLogin.js``.
+
+    ``redirect_uri`` is the plain callback URL: it is percent-encoded once here, as
+    ``wxLogin.js`` puts it into the iframe's URL as it is. ``fallback_url`` is WeChat's own
+    QR page for the same login (already encoded), linked for when the script or the iframe
+    cannot load; its origin is the iframe's. Both origins must be http(s).
+    """
+    script_origin, frame_origin = _origin(script_url), _origin(fallback_url)
+    if script_origin is None or frame_origin is None:
+        raise ValueError("script_url and fallback_url must be http(s) URLs")
+    lang = negotiate_lang(environ, branding.default_lang)
+    text = UI[lang]
+    nonce = secrets.token_urlsafe(18)
+    options = {
+        "self_redirect": False,
+        "id": _QR_BOX_ID,
+        "appid": appid,
+        "scope": "snsapi_login",
+        "redirect_uri": quote(redirect_uri, safe=""),
+        "state": state,
+        "style": "black",
+        "href": "",
+        "lang": "cn" if lang == "zh" else "en",
+    }
+    words = {"failed": text["qr_failed"], "frame": text["qr_frame_title"]}
+    init = (
+        f"(function () {{\n"
+        f"  var box = document.getElementById({_script_json(_QR_BOX_ID)});\n"
+        f"  var options = {_script_json(options)};\n"
+        f"  var words = {_script_json(words)};\n"
+        "  box.hidden = false;\n"
+        '  if (typeof window.WxLogin !== "function") {\n'
+        '    var note = document.createElement("p");\n'
+        '    note.className = "notice";\n'
+        "    note.textContent = words.failed;\n"
+        "    box.appendChild(note);\n"
+        "    return;\n"
+        "  }\n"
+        "  new window.WxLogin(options);\n"
+        '  var frame = box.querySelector("iframe");\n'
+        "  if (frame) { frame.title = words.frame; }\n"
+        "})();"
+    )
+    content = _templates().login.substitute(
+        heading=escape(branding.title or text["sign_in"]),
+        intro=escape(text["sign_in_intro"]),
+        qr_label=escape(text["qr_label"]),
+        noscript=escape(text["noscript"]),
+        fallback=escape(text["fallback"]).format(
+            link=f'<a id="wx_fallback" href="{escape(fallback_url)}">'
+            f"{escape(text['fallback_link'])}</a>"
+        ),
+    )
+    scripts = (
+        f'<script src="{escape(script_url)}" nonce="{nonce}"></script>\n'
+        f'<script nonce="{nonce}">\n{init}\n</script>'
+    )
+    body = _render(
+        lang=lang,
+        branding=branding,
+        title=f"{text['sign_in']} · {branding.title}" if branding.title else text["sign_in"],
+        main_class="login",
+        content=content,
+        banner_title=False,
+        switch_href=_switch_href(environ, lang),
+        scripts=scripts,
+    )
+    csp = _csp(branding, nonce=nonce, script=script_origin, frame=frame_origin)
+    return _send_page(environ, start_response, "200 OK", body, csp, extra_headers)
+
+
+def _script_json(value: object) -> str:
+    """JSON that is safe inside ``<script>``: no ``</script>``, ``<!--`` or ``&`` tricks."""
+    text = json.dumps(value, ensure_ascii=True)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")

@@ -11,7 +11,8 @@ merges ``//``. ``policy_path`` takes the most aggressive reading: decode every e
 read ``\\`` as ``/``, drop ``;`` parameters, merge empty segments, resolve dot segments.
 A rule that says "public" is then only trusted if the path is public under that reading
 *and* under the plain one (see ``gateway.access``). What cannot be read at all is refused:
-a NUL byte, malformed UTF-8, or dot segments that climb above the root.
+a NUL byte or another control character, malformed UTF-8, escapes still not decoded after
+three rounds, or dot segments that climb above the root.
 """
 
 from __future__ import annotations
@@ -22,11 +23,16 @@ from urllib.parse import unquote, unquote_to_bytes
 from gateway.errors import BadRequest
 
 _MAX_DECODE_ROUNDS = 3
+_CONTROL = re.compile(r"[\x01-\x1f\x7f]")
 
 
 def _decode(path: str) -> str:
-    """Percent-decode until stable (``%252e`` is ``.`` to a server that decodes twice)."""
-    for _ in range(_MAX_DECODE_ROUNDS):
+    """Percent-decode until stable (``%252e`` is ``.`` to a server that decodes twice).
+
+    A path still not stable after ``_MAX_DECODE_ROUNDS`` is refused rather than read one
+    way: a server that decodes once more would see another path.
+    """
+    for _ in range(_MAX_DECODE_ROUNDS + 1):
         if "%" not in path:
             break
         raw = unquote_to_bytes(path)
@@ -37,8 +43,13 @@ def _decode(path: str) -> str:
         if decoded == path:
             break
         path = decoded
+    else:
+        raise BadRequest("the path is percent-encoded too many times")
     if "\x00" in path:
         raise BadRequest("the path contains a NUL byte")
+    if _CONTROL.search(path):
+        # Some parsers (WHATWG URL, for one) drop tabs and newlines: "%09.." may be "..".
+        raise BadRequest("the path contains control characters once decoded")
     return path
 
 

@@ -7,13 +7,16 @@ token (``/sns/oauth2/refresh_token``), which ``/sns/auth`` confirms for the open
 - WeChat confirms: the session is re-issued with ``validated_at`` = now;
 - WeChat says the authorization is gone (40030, 42002, 42007; a refreshed token it rejects):
   the session ends and the user signs in again;
-- WeChat cannot be asked (timeouts, outages, busy, quota): the session keeps working until
-  ``session.max_age`` and the attempt is logged; the next request tries again.
+- WeChat cannot be asked (timeouts, outages, busy, quota, a reply that makes no sense): the
+  session keeps working until ``session.max_age``. The client logs the cause as a warning,
+  this module what became of the session. That worker then leaves WeChat alone for a while
+  (the interval, at most 30 seconds), so an outage costs one timeout per worker instead of
+  one per request.
 
-A browser often sends several requests at the moment a session comes due. WeChat does not
-rotate refresh tokens, so every one of them would succeed anyway, but each worker also
-remembers recent answers per session for a few seconds, so the burst costs WeChat one or
-two calls instead of one per request, and none of them logs the browser out.
+A browser often sends several requests at the moment a session comes due. One of them asks
+WeChat; the others of the same worker wait for its answer (single flight), and every
+worker remembers recent answers per session for a few seconds. A burst costs WeChat one
+check per worker, and none of its requests logs the browser out.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from cachetools import TTLCache
 
@@ -37,7 +41,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.revalidation")
 
 _GONE = (AuthorizationGone, AccessTokenInvalid, OpenIDInvalid)
-_REMEMBER = 10.0
+#: How long a worker reuses WeChat's answer for one session (a burst of requests).
+_REMEMBER: Final = 10.0
+#: The longest a worker leaves WeChat alone after it could not be asked.
+_PAUSE: Final = 30.0
 
 
 class AuthorizationEnded(Exception):
@@ -57,7 +64,12 @@ class Revalidator:
         self.clients = clients
         self.timeout = timeout
         self.clock = clock
+        #: Per session: the confirmed session, or None for "gone".
         self._recent: TTLCache[str, Session | None] = TTLCache(maxsize=4096, ttl=_REMEMBER)
+        #: Per session: set when the check in flight has an answer.
+        self._in_flight: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+        self._paused_until = 0.0
 
     def due(self, session: Session, now: float) -> bool:
         return now - (session.validated_at or session.issued_at) >= self.interval
@@ -68,31 +80,68 @@ class Revalidator:
         key = hashlib.sha256(
             f"{session.app_id}\0{session.openid}\0{session.refresh_token}".encode()
         ).hexdigest()
-        if key in self._recent:
-            remembered = self._recent[key]
-            if remembered is None:
-                raise AuthorizationEnded
-            return remembered
+        while True:
+            with self._lock:
+                if key in self._recent:
+                    return _answer(self._recent[key])
+                if self.clock() < self._paused_until:
+                    return session
+                waiting = self._in_flight.get(key)
+                if waiting is None:
+                    flight = self._in_flight[key] = threading.Event()
+                    break
+            # Another request with this session is asking WeChat right now: use its answer.
+            waiting.wait(self.timeout + 1)
+        try:
+            return _answer(self._ask(key, session))
+        finally:
+            with self._lock:
+                del self._in_flight[key]
+            flight.set()
+
+    def _ask(self, key: str, session: Session) -> Session | None:
+        """WeChat's answer: the confirmed session, None when the authorization is gone (both
+        remembered), or ``session`` itself when WeChat could not be asked (not remembered)."""
         client = self.clients.get(session.app_id)
         if client is None or not session.refresh_token:
             # Sessions from before revalidation was enabled cannot be checked: sign in again.
-            self._recent[key] = None
-            raise AuthorizationEnded
+            return self._remember(key, None)
+        # On the client's clock: both calls and their retries end within wechat.timeout.
         deadline = time.monotonic() + self.timeout
         try:
             token = client.refresh(session.refresh_token, deadline=deadline)
             client.check_auth(token.access_token, session.openid, deadline=deadline)
         except _GONE as exc:
-            log.info("authorization ended for openid=%s (errcode %s)", session.openid, exc)
-            self._recent[key] = None
-            raise AuthorizationEnded from None
+            log.info("authorization ended for openid=%s (%s)", session.openid, exc)
+            return self._remember(key, None)
         except WeChatError as exc:
-            log.warning(
-                "revalidation of openid=%s skipped, session kept until max_age: %s",
+            pause = min(self.interval, _PAUSE)
+            with self._lock:
+                self._paused_until = self.clock() + pause
+            # The client has logged the cause as a warning; this says what it meant.
+            log.info(
+                "revalidation of openid=%s skipped, session kept until max_age; WeChat is"
+                " left alone for %gs: %s",
                 session.openid,
+                pause,
                 exc,
             )
             return session
-        fresh = dataclasses.replace(session, validated_at=int(self.clock()))
-        self._recent[key] = fresh
-        return fresh
+        fresh = dataclasses.replace(
+            session,
+            validated_at=int(self.clock()),
+            # WeChat does not renew refresh tokens today; keep whichever it hands back.
+            refresh_token=token.refresh_token or session.refresh_token,
+        )
+        return self._remember(key, fresh)
+
+    def _remember(self, key: str, answer: Session | None) -> Session | None:
+        with self._lock:
+            self._recent[key] = answer
+        return answer
+
+
+def _answer(answer: Session | None) -> Session:
+    if answer is None:
+        raise AuthorizationEnded
+    return answer

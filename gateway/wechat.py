@@ -244,14 +244,22 @@ _ERRCODES: Final[Mapping[int, tuple[type[WeChatAPIError], str, str]]] = {
     48001: (
         ScopeUnauthorized,
         "API unauthorized",
-        "the app lacks permission for this scope; check {key}.scope",
+        "the app lacks permission for this scope; check {scope}",
     ),
     50001: (
         ScopeUnauthorized,
         "user unauthorized",
-        "the user did not grant this scope or the app lacks it; check {key}.scope",
+        "the user did not grant this scope or the app lacks it; check {scope}",
     ),
 }
+
+
+def _scope_advice(config_key: str) -> str:
+    """Where a scope problem is fixed. Only the Official Account has a ``scope`` key: the
+    website app's scope is always ``snsapi_login``, granted with the app on the platform."""
+    if config_key == "wechat":
+        return "that wechat.app_id is a website app with WeChat login enabled"
+    return f"{config_key}.scope and the account's interface permissions"
 
 
 def _api_error(
@@ -266,7 +274,7 @@ def _api_error(
         endpoint,
         errcode,
         meaning,
-        hint.format(key=config_key),
+        hint.format(key=config_key, scope=_scope_advice(config_key)),
         errmsg=message,
         rid=rid_match.group(1) if rid_match else None,
     )
@@ -496,7 +504,8 @@ class WeChatClient:
                 if deadline - self._monotonic() - delay < _MIN_ATTEMPT:
                     _log_failure(exc)
                     raise
-                logger.warning("%s; retrying in %gs", exc, delay)
+                # Not a failure yet: the operator hears about it if the retries run out.
+                logger.info("%s; retrying in %gs", exc, delay)
                 self._sleep(delay)
                 attempt += 1
                 continue

@@ -1,18 +1,28 @@
-"""Tests for :mod:`gateway.pages`: who is an API call, and the gateway's own error responses.
+"""Tests for :mod:`gateway.pages` and :mod:`gateway.i18n`: who is an API call, and every page
+the gateway renders itself (errors, the sign-in page, the signed-out page).
 
 The contract: "A request is an API call when its Accept asks for JSON and not HTML, when it
 carries X-Requested-With: XMLHttpRequest, or when its method is not GET/HEAD." API calls get
-JSON, browsers get an HTML page; either way nothing interpolated is left unescaped and no
-error response is cached.
+JSON, in English; browsers get a page in Chinese or English (``?lang=``, Accept-Language,
+then the configured default), branded, under a strict Content-Security-Policy. Nothing
+interpolated is left unescaped and no response is cached.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
+from html import escape, unescape
 from typing import Any
+from urllib.parse import quote, unquote
 
 import pytest
+import yaml
 
+from gateway import errors
+from gateway.config import parse_settings
 from gateway.errors import (
     BadRequest,
     GatewayError,
@@ -21,8 +31,19 @@ from gateway.errors import (
     PayloadTooLarge,
     UpstreamTimeout,
     UpstreamUnavailable,
+    WeChatBusy,
 )
-from gateway.pages import error_response, is_api_call, render_page
+from gateway.i18n import ERRORS_ZH
+from gateway.pages import (
+    Branding,
+    error_response,
+    is_api_call,
+    login_page_response,
+    negotiate_lang,
+    render_page,
+    signed_out_response,
+)
+from gateway.wechat import WeChatClient
 
 HOSTILE = "<script>alert('x')</script> & \"quoted\""
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,*/*;q=0.8"
@@ -39,13 +60,13 @@ def environ(method: str = "GET", **headers: str) -> dict[str, Any]:
     return env
 
 
-class Captured:
-    """A WSGI call's status, headers and body."""
+class Page:
+    """A WSGI call's status, headers and body: ``call(env, start_response, **kwargs)``."""
 
-    def __init__(self, env: dict[str, Any], error: GatewayError) -> None:
+    def __init__(self, call: Any, env: dict[str, Any], **kwargs: Any) -> None:
         self.status = ""
         self.headers: list[tuple[str, str]] = []
-        self.body = b"".join(error_response(env, self.start_response, error))
+        self.body = b"".join(call(env, self.start_response, **kwargs))
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
@@ -62,6 +83,13 @@ class Captured:
     @property
     def text(self) -> str:
         return self.body.decode("utf-8")
+
+
+class Captured(Page):
+    """``error_response`` for one error."""
+
+    def __init__(self, env: dict[str, Any], error: GatewayError) -> None:
+        super().__init__(error_response, env, error=error)
 
 
 # --- is_api_call --------------------------------------------------------------------------
@@ -168,7 +196,7 @@ def test_status_line_for_every_error(error: GatewayError, status: str, api: bool
     env = environ(ACCEPT="application/json") if api else environ(ACCEPT=BROWSER_ACCEPT)
     response = Captured(env, error)
     assert response.status == status
-    assert response.status in response.text or api
+    assert api or f"Error {error.status}" in response.text
 
 
 def test_html_page_escapes_everything_interpolated() -> None:
@@ -194,12 +222,17 @@ def test_html_page_escapes_the_error_text_itself() -> None:
     assert "&lt;i&gt;hint&lt;/i&gt;" in text
 
 
-def test_render_page_escapes_its_language_and_status() -> None:
+def test_render_page_escapes_its_status_and_knows_two_languages() -> None:
     html = render_page(
         status='500 "><script>', heading="h", message="m", lang='en"><script>'
     ).decode()
     assert "<script>" not in html
-    assert '<html lang="en&quot;&gt;&lt;script&gt;">' in html
+    assert "500 &quot;&gt;&lt;script&gt;" in html
+    assert '<html lang="en">' in html
+    assert (
+        '<html lang="zh-CN">'
+        in render_page(status="", heading="h", message="m", lang="zh").decode()
+    )
 
 
 def test_json_carries_the_detail_verbatim() -> None:
@@ -272,3 +305,513 @@ def test_extra_headers_are_sent() -> None:
     response = Captured(environ(), BadRequest(extra_headers=(("Retry-After", "5"),)))
     assert response.header("Retry-After") == "5"
     assert response.header("Cache-Control") == "no-store"
+
+
+# --- language -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "accept_language", "default", "expected"),
+    [
+        # Nothing to go on: the default.
+        ("", "", "en", "en"),
+        ("", "", "zh", "zh"),
+        ("", "", "cn", "zh"),
+        ("", "", "fr", "en"),
+        # Accept-Language, with q-values.
+        ("", "zh-CN,zh;q=0.9,en;q=0.8", "en", "zh"),
+        ("", "en-US,en;q=0.9,zh-CN;q=0.8", "zh", "en"),
+        ("", "zh-TW", "en", "zh"),
+        ("", "zh-Hans-CN", "en", "zh"),
+        ("", "ZH_cn", "en", "zh"),
+        ("", "en-GB", "zh", "en"),
+        ("", "fr-FR,fr;q=0.9,en;q=0.5,zh;q=0.4", "zh", "en"),
+        ("", "fr-FR,de;q=0.9", "zh", "zh"),
+        ("", "en;q=0.2, zh;q=0.8", "en", "zh"),
+        ("", "zh;q=0, en;q=0.1", "zh", "en"),
+        ("", "zh;q=0", "en", "en"),
+        ("", "zh;q=1, en", "zh", "zh"),  # a tie: the first listed
+        ("", "en, zh", "zh", "en"),
+        ("", "*", "zh", "zh"),
+        ("", "zh;q=abc, en;q=0.5", "zh", "en"),
+        ("", "zh;q=2, en;q=0.5", "zh", "en"),
+        ("", ",,;q=1, ; ,", "zh", "zh"),
+        # ?lang= wins over everything, in any spelling WeChat or a person would use.
+        ("lang=en", "zh-CN,zh;q=0.9", "zh", "en"),
+        ("lang=zh", "en-US", "en", "zh"),
+        ("lang=zh_CN", "en-US", "en", "zh"),
+        ("lang=zh-CN", "en-US", "en", "zh"),
+        ("lang=cn", "en-US", "en", "zh"),
+        ("lang=EN", "zh", "zh", "en"),
+        ("lang=en_US", "zh", "zh", "en"),
+        ("rd=%2Fx&lang=zh-cn", "en", "en", "zh"),
+        ("lang=zh%5FCN", "en", "en", "zh"),
+        # An unknown ?lang= is ignored.
+        ("lang=fr", "zh-CN", "en", "zh"),
+        ("lang=", "en", "zh", "en"),
+        ("language=zh", "en", "en", "en"),
+    ],
+)
+def test_negotiate_lang(query: str, accept_language: str, default: str, expected: str) -> None:
+    env = environ()
+    env["QUERY_STRING"] = query
+    if accept_language:
+        env["HTTP_ACCEPT_LANGUAGE"] = accept_language
+    assert negotiate_lang(env, default) == expected
+
+
+# --- every error, in both languages ----------------------------------------------------------
+
+ERROR_CLASSES = sorted(
+    (
+        cls
+        for cls in vars(errors).values()
+        if isinstance(cls, type) and issubclass(cls, GatewayError)
+    ),
+    key=lambda cls: cls.__name__,
+)
+LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
+
+
+def instance(cls: type[GatewayError]) -> GatewayError:
+    if cls is MethodNotAllowed:
+        return MethodNotAllowed(("GET", "HEAD"))
+    if cls is PayloadTooLarge:
+        return PayloadTooLarge(1024)
+    if cls is WeChatBusy:
+        return WeChatBusy(retry_after=60)
+    return cls(actions=(("Try again", "/_gateway/login"),))
+
+
+def zh() -> dict[str, Any]:
+    return environ(ACCEPT=BROWSER_ACCEPT, ACCEPT_LANGUAGE="zh-CN,zh;q=0.9,en;q=0.8")
+
+
+def en() -> dict[str, Any]:
+    return environ(ACCEPT=BROWSER_ACCEPT, ACCEPT_LANGUAGE="en-US,en;q=0.9")
+
+
+def visible_text(page: str) -> str:
+    """What a reader sees (and the title), minus the detail and the language switch."""
+    title = re.search(r"<title>(.*?)</title>", page, re.DOTALL)
+    body = page.split("<body>", 1)[1]
+    body = re.sub(r'<p class="detail">.*?</p>', "", body, flags=re.DOTALL)
+    body = re.sub(r"<nav .*?</nav>", "", body, flags=re.DOTALL)
+    body = re.sub(r"<script.*?</script>", "", body, flags=re.DOTALL)
+    text = re.sub(r"<[^>]+>", " ", body)
+    return unescape(f"{title.group(1) if title else ''} {text}")
+
+
+def heading(page: str) -> str:
+    found = re.search(r"<h1>(.*?)</h1>", page, re.DOTALL)
+    assert found is not None
+    return unescape(found.group(1))
+
+
+def test_the_catalog_knows_every_error_class() -> None:
+    missing = [cls.__name__ for cls in ERROR_CLASSES if cls.__name__ not in ERRORS_ZH]
+    assert missing == []
+    assert len(ERROR_CLASSES) >= 15
+
+
+@pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda cls: cls.__name__)
+def test_every_error_page_in_chinese(cls: type[GatewayError]) -> None:
+    error = instance(cls)
+    response = Captured(zh(), error)
+    page = response.text
+    assert '<html lang="zh-CN">' in page
+    assert heading(page) == ERRORS_ZH[cls.__name__].title
+    assert ERRORS_ZH[cls.__name__].title != cls.title
+    shown = visible_text(page)
+    assert LATIN_WORD.findall(shown) == [], shown
+    assert f"错误代码 {cls.status}" in shown
+    # The language switch leads to the same page in English.
+    assert '<a href="?lang=en" lang="en" hreflang="en">English</a>' in page
+
+
+@pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda cls: cls.__name__)
+def test_every_error_page_in_english(cls: type[GatewayError]) -> None:
+    response = Captured(en(), instance(cls))
+    page = response.text
+    assert '<html lang="en">' in page
+    assert heading(page) == cls.title
+    assert escape(cls.hint if cls is not WeChatBusy else "Try again in about 60") in page
+    assert re.search(r"[\u4e00-\u9fff]", visible_text(page)) is None
+    assert '<a href="?lang=zh" lang="zh-CN" hreflang="zh-CN">中文</a>' in page
+
+
+def test_an_unknown_error_class_speaks_like_its_nearest_base() -> None:
+    class QuotaGone(WeChatBusy):
+        title = "Quota gone"
+        hint = "Come back tomorrow."
+
+    class Odd(errors.LoginCancelled):
+        pass
+
+    busy = Captured(zh(), QuotaGone(retry_after=30)).text
+    assert heading(busy) == "微信繁忙"
+    assert "请约 30 秒后重试" in busy
+    assert heading(Captured(zh(), Odd()).text) == "已取消登录"
+    # English comes from the class itself, as in the JSON.
+    assert heading(Captured(en(), QuotaGone(retry_after=30)).text) == "Quota gone"
+
+
+def test_busy_says_when_to_retry() -> None:
+    error = WeChatBusy("errcode -1", retry_after=5)
+    assert "微信当前繁忙，请约 5 秒后重试。" in Captured(zh(), error).text
+    english = Captured(en(), error)
+    assert "WeChat is busy right now. Try again in about 5 seconds." in english.text
+    assert english.header("Retry-After") == "5"
+
+
+def test_known_action_labels_are_translated_and_unknown_ones_pass() -> None:
+    error = errors.NotAllowed(
+        actions=(
+            ("Sign in with another account", "/_gateway/login"),
+            ("Sign out", "/_gateway/logout"),
+            ("Sign in again", "/_gateway/login?rd=%2Fa"),
+            ("Try again", "/_gateway/login?rd=%2Fb"),
+            ("Sign in", "/_gateway/login?rd=%2Fc"),
+            ("Wiki", "/wiki"),
+        )
+    )
+    page = Captured(zh(), error).text
+    labels = re.findall(r'<a class="button" href="[^"]*">([^<]*)</a>', page)
+    assert labels == ["使用其他微信账号登录", "退出登录", "重新登录", "重试", "登录", "Wiki"]
+    english = re.findall(r'<a class="button" href="[^"]*">([^<]*)</a>', Captured(en(), error).text)
+    assert english == [label for label, _ in error.actions]
+
+
+def test_detail_is_shown_as_given_in_both_languages() -> None:
+    error = errors.WeChatFailed("errcode 40029: invalid code <x>")
+    for env in (zh(), en()):
+        assert (
+            '<p class="detail">errcode 40029: invalid code &lt;x&gt;</p>'
+            in Captured(env, error).text
+        )
+
+
+def test_json_stays_english_whatever_the_language() -> None:
+    for query in ("", "lang=zh"):
+        env = environ(ACCEPT="application/json", ACCEPT_LANGUAGE="zh-CN")
+        env["QUERY_STRING"] = query
+        payload = json.loads(
+            Captured(
+                env, WeChatBusy("busy", retry_after=5, actions=(("Try again", "/_gateway/login"),))
+            ).body
+        )
+        assert payload == {
+            "error": WeChatBusy.title,
+            "message": WeChatBusy.hint,
+            "detail": "busy",
+            "login_url": "/_gateway/login",
+        }
+
+
+# --- the language switch ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "href"),
+    [
+        ("", "?lang=en"),
+        ("rd=%2Fwiki%3Fa%3D1", "?rd=%2Fwiki%3Fa%3D1&amp;lang=en"),
+        ("lang=zh&rd=%2F", "?rd=%2F&amp;lang=en"),
+        ("a=1&lang=zh&lang=cn&b=%22", "?a=1&amp;b=%22&amp;lang=en"),
+        ('x="><script>', "?x=%22%3E%3Cscript%3E&amp;lang=en"),
+    ],
+)
+def test_language_switch_keeps_the_rest_of_the_query(query: str, href: str) -> None:
+    env = zh()
+    env["QUERY_STRING"] = query
+    page = Captured(env, NotFound()).text
+    assert f'<a href="{href}" lang="en" hreflang="en">English</a>' in page
+
+
+@pytest.mark.parametrize("query", ["code=abc&state=xyz", "state=xyz", "code=abc"])
+def test_no_language_switch_where_following_it_would_replay_a_callback(query: str) -> None:
+    env = zh()
+    env["QUERY_STRING"] = query
+    page = Captured(env, errors.LoginCancelled()).text
+    assert "<nav" not in page and "English" not in page
+
+
+# --- security headers ------------------------------------------------------------------------
+
+
+def csp_of(response: Page) -> dict[str, str]:
+    policy = response.header("Content-Security-Policy")
+    assert policy is not None
+    directives = [part.strip().split(" ", 1) for part in policy.split(";")]
+    return {name: value for name, value in directives}
+
+
+def style_hash(page: str) -> str:
+    style = re.search(r"<style>(.*?)</style>", page, re.DOTALL)
+    assert style is not None
+    digest = base64.b64encode(hashlib.sha256(style.group(1).encode()).digest()).decode()
+    return f"'sha256-{digest}'"
+
+
+def test_every_page_gets_the_strict_policy() -> None:
+    response = Captured(en(), NotFound())
+    assert response.header("Content-Security-Policy") == (
+        f"default-src 'none'; style-src {style_hash(response.text)}; img-src 'self' data:;"
+        " base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+    assert response.header("X-Frame-Options") == "DENY"
+    assert response.header("Referrer-Policy") == "no-referrer"
+    assert response.header("Cache-Control") == "no-store"
+    assert "style=" not in response.text  # no inline style attributes for the policy to block
+    assert "<script" not in response.text
+
+
+def test_json_errors_carry_no_page_policy() -> None:
+    response = Captured(environ("POST"), NotFound())
+    assert response.header("Content-Security-Policy") is None
+
+
+# --- the sign-in page ------------------------------------------------------------------------
+
+APPID = "wx5e1a2b3c4d5e6f70"
+CALLBACK = "https://intranet.example.com:8443/_gateway/callback"
+STATE = "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
+SCRIPT = "https://res.wx.qq.com/connect/zh_CN/htmledition/js/wxLogin.js"
+WECHAT = WeChatClient(
+    APPID,
+    "secret",
+    api_base="https://api.weixin.qq.com",
+    open_base="https://open.weixin.qq.com",
+    timeout=5,
+)
+FALLBACK = WECHAT.qrconnect_url(CALLBACK, STATE)
+ENCODED_ONCE = "https%3A%2F%2Fintranet.example.com%3A8443%2F_gateway%2Fcallback"
+
+
+def sign_in(env: dict[str, Any] | None = None, **kwargs: Any) -> Page:
+    options: dict[str, Any] = {
+        "appid": APPID,
+        "redirect_uri": CALLBACK,
+        "state": STATE,
+        "script_url": SCRIPT,
+        "fallback_url": FALLBACK,
+        **kwargs,
+    }
+    return Page(login_page_response, env if env is not None else en(), **options)
+
+
+def wx_options(page: str) -> dict[str, Any]:
+    found = re.search(r"var options = (\{.*?\});", page)
+    assert found is not None
+    parsed: dict[str, Any] = json.loads(found.group(1))
+    return parsed
+
+
+def test_sign_in_page_calls_wxlogin_with_the_official_parameters() -> None:
+    page = sign_in()
+    assert page.status == "200 OK"
+    assert wx_options(page.text) == {
+        "self_redirect": False,
+        "id": "wx_qr",
+        "appid": APPID,
+        "scope": "snsapi_login",
+        "redirect_uri": ENCODED_ONCE,
+        "state": STATE,
+        "style": "black",
+        "href": "",
+        "lang": "en",
+    }
+    assert '<div id="wx_qr" class="qr"' in page.text
+    assert wx_options(sign_in(zh()).text)["lang"] == "cn"
+
+
+def test_redirect_uri_is_encoded_exactly_once() -> None:
+    uri = "https://intranet.example.com/_gateway/callback?x=a b&y=%2F"
+    text = sign_in(redirect_uri=uri).text
+    assert wx_options(text)["redirect_uri"] == quote(uri, safe="")
+    assert unquote(wx_options(text)["redirect_uri"]) == uri
+    assert "%25" not in wx_options(sign_in().text)["redirect_uri"]
+    # The fallback link is WeChat's own URL, HTML-escaped and not encoded again.
+    fallback = re.search(r'<a id="wx_fallback" href="([^"]*)">', sign_in().text)
+    assert fallback is not None
+    assert unescape(fallback.group(1)) == FALLBACK
+    assert f"redirect_uri={ENCODED_ONCE}&amp;" in fallback.group(1)
+
+
+def test_sign_in_page_policy_lets_wechat_in_and_nothing_else() -> None:
+    page = sign_in()
+    nonces = set(re.findall(r'<script[^>]* nonce="([^"]+)"', page.text))
+    assert len(nonces) == 1
+    nonce = nonces.pop()
+    assert len(nonce) >= 22
+    assert page.text.count(f'nonce="{nonce}"') == 2
+    assert f'<script src="{SCRIPT}" nonce="{nonce}"></script>' in page.text
+    assert page.header("Content-Security-Policy") == (
+        f"default-src 'none'; script-src 'nonce-{nonce}' https://res.wx.qq.com;"
+        f" style-src {style_hash(page.text)}; img-src 'self' data:;"
+        " frame-src https://open.weixin.qq.com; base-uri 'none'; form-action 'self';"
+        " frame-ancestors 'none'"
+    )
+    assert page.header("X-Frame-Options") == "DENY"
+    assert page.header("Referrer-Policy") == "no-referrer"
+    assert page.header("Cache-Control") == "no-store"
+    assert sign_in().header("Content-Security-Policy") != page.header("Content-Security-Policy")
+
+
+def test_sign_in_page_policy_follows_the_configured_origins() -> None:
+    page = sign_in(
+        script_url="http://127.0.0.1:9000/connect/zh_CN/htmledition/js/wxLogin.js",
+        fallback_url="http://127.0.0.1:9000/connect/qrconnect?appid=x",
+        branding=Branding(logo_url="https://CDN.example.com:8443/logo.png?v=2"),
+    )
+    csp = csp_of(page)
+    assert csp["script-src"].endswith(" http://127.0.0.1:9000")
+    assert csp["frame-src"] == "http://127.0.0.1:9000"
+    assert csp["img-src"] == "'self' data: https://cdn.example.com:8443"
+
+
+@pytest.mark.parametrize("bad", ["javascript:alert(1)", "/relative.js", "ftp://x/y.js"])
+def test_sign_in_page_refuses_urls_without_an_origin(bad: str) -> None:
+    with pytest.raises(ValueError, match="http"):
+        sign_in(script_url=bad)
+    with pytest.raises(ValueError, match="http"):
+        sign_in(fallback_url=bad)
+
+
+def test_sign_in_page_script_data_cannot_break_out() -> None:
+    text = sign_in(appid="</script><script>alert(1)</script>", state="a&b<!--").text
+    inline = re.search(r'<script nonce="[^"]+">(.*?)</script>', text, re.DOTALL)
+    assert inline is not None
+    assert "<" not in inline.group(1) and "&" not in inline.group(1)
+    assert "\\u003c/script\\u003e" in inline.group(1)
+    assert wx_options(text)["appid"] == "</script><script>alert(1)</script>"
+    assert wx_options(text)["state"] == "a&b<!--"
+
+
+def test_sign_in_page_has_a_fallback_for_no_script_and_no_wechat() -> None:
+    text = sign_in().text
+    assert "<noscript>" in text
+    assert ">Open WeChat&#x27;s QR page</a>" in text
+    assert 'typeof window.WxLogin !== "function"' in text
+    assert ">打开微信二维码页面</a>" in sign_in(zh()).text
+
+
+def test_sign_in_page_sends_the_extra_headers() -> None:
+    page = sign_in(extra_headers=[("Set-Cookie", "wechat_gateway_login=abc; Path=/_gateway/")])
+    assert page.header("Set-Cookie") == "wechat_gateway_login=abc; Path=/_gateway/"
+
+
+@pytest.mark.parametrize("call", ["sign_in", "signed_out"])
+def test_head_gets_the_headers_and_no_body(call: str) -> None:
+    def run(method: str) -> Page:
+        env = {**en(), "REQUEST_METHOD": method}
+        if call == "sign_in":
+            return sign_in(env)
+        return Page(signed_out_response, env, login_url="/_gateway/login")
+
+    head, get = run("HEAD"), run("GET")
+    assert head.body == b"" and get.body != b""
+    assert head.status == get.status == "200 OK"
+    assert head.header("Content-Length") == str(len(get.body))
+    assert head.header("Content-Security-Policy") is not None
+
+
+# --- branding ------------------------------------------------------------------------------
+
+HOSTILE_BRANDING = Branding(
+    title="<script>alert('t')</script> & Co",
+    logo_url='https://cdn.example.com/logo.png?a=1&b="><script>',
+    footer="<b>footer</b> © 2026",
+)
+
+
+def test_branding_is_shown_and_escaped_on_every_page() -> None:
+    pages = [
+        sign_in(branding=HOSTILE_BRANDING).text,
+        Page(
+            signed_out_response, en(), login_url="/_gateway/login", branding=HOSTILE_BRANDING
+        ).text,
+        Page(error_response, en(), error=NotFound(), branding=HOSTILE_BRANDING).text,
+    ]
+    for text in pages:
+        assert "<script>alert" not in text and "<b>" not in text
+        assert "&lt;script&gt;alert(&#x27;t&#x27;)&lt;/script&gt; &amp; Co" in text
+        assert (
+            '<img src="https://cdn.example.com/logo.png?a=1&amp;b=&quot;&gt;&lt;script&gt;" alt="">'
+            in text
+        )
+        assert "<footer><p>&lt;b&gt;footer&lt;/b&gt; © 2026</p>" in text
+    # The sign-in page's heading is the title; the others carry it in the banner and title.
+    assert heading(pages[0]) == HOSTILE_BRANDING.title
+    assert "<title>Sign in · &lt;script&gt;" in pages[0]
+    assert heading(pages[2]) == "Not found"
+    assert "<title>Not found · &lt;script&gt;" in pages[2]
+
+
+def test_unbranded_pages_use_the_default_words() -> None:
+    text = sign_in().text
+    assert heading(text) == "Sign in"
+    assert '<header class="brand">' not in text
+    assert "<footer><nav" in text
+    assert heading(sign_in(zh()).text) == "登录"
+
+
+def test_a_logo_without_a_title_gets_alt_text() -> None:
+    text = sign_in(zh(), branding=Branding(logo_url="/static/logo.svg")).text
+    assert '<img src="/static/logo.svg" alt="徽标">' in text
+    assert csp_of(sign_in(branding=Branding(logo_url="/static/logo.svg")))["img-src"] == (
+        "'self' data:"
+    )
+
+
+@pytest.mark.parametrize(
+    "logo",
+    ["javascript:alert(1)", "//evil.example/logo.png", "data:image/png;base64,AAAA", "logo.png"],
+)
+def test_a_logo_without_a_safe_origin_is_left_out(logo: str) -> None:
+    page = Page(error_response, en(), error=NotFound(), branding=Branding(logo_url=logo))
+    assert "<img" not in page.text
+    assert csp_of(page)["img-src"] == "'self' data:"
+
+
+def test_default_language_comes_from_the_branding() -> None:
+    bare = environ(ACCEPT=BROWSER_ACCEPT)
+    chinese = Branding(default_lang="zh")
+    assert (
+        heading(Page(error_response, bare, error=NotFound(), branding=chinese).text) == "页面不存在"
+    )
+    assert heading(Page(error_response, bare, error=NotFound()).text) == "Not found"
+
+
+@pytest.mark.parametrize("wechat_lang", ["cn", "en"])
+def test_branding_from_settings(wechat_lang: str) -> None:
+    """Pages follow the browser's language; without one they are English, whatever
+    language WeChat's QR page is asked for."""
+    config = yaml.safe_dump(
+        {
+            "public_url": "https://intranet.example.com",
+            "wechat": {"app_id": APPID, "app_secret": "s" * 32, "lang": wechat_lang},
+            "session": {"secret": "x" * 40},
+            "upstreams": [{"prefix": "/", "url": "http://127.0.0.1:8080"}],
+            "login": {"mode": "page", "title": "Acme", "logo_url": "/logo.svg", "footer": "IT"},
+        }
+    )
+    branding = Branding.from_settings(parse_settings(config, environ={}))
+    assert branding == Branding("Acme", "/logo.svg", "IT", "en")
+
+
+# --- the signed-out page ---------------------------------------------------------------------
+
+
+def test_signed_out_page_in_both_languages() -> None:
+    clear = ("Set-Cookie", "wechat_gateway=; Max-Age=0; Path=/")
+    english = Page(signed_out_response, en(), login_url="/_gateway/login", extra_headers=[clear])
+    assert english.status == "200 OK"
+    assert heading(english.text) == "You are signed out"
+    assert '<a class="button" href="/_gateway/login">Sign in again</a>' in english.text
+    assert english.header("Set-Cookie") == clear[1]
+    assert english.header("Content-Security-Policy") is not None
+    chinese = Page(signed_out_response, zh(), login_url="/_gateway/login")
+    assert heading(chinese.text) == "您已退出登录"
+    assert '<a class="button" href="/_gateway/login">重新登录</a>' in chinese.text
+    assert LATIN_WORD.findall(visible_text(chinese.text)) == []

@@ -21,6 +21,15 @@ Browser pages
         Snapshot users are not offered: snapshot mode only exists inside WeChat.
         ``sim_user=KEY`` after ``lang`` authorizes as that user at once (for tests that
         follow redirects over plain HTTP).
+    ``GET /connect/zh_CN/htmledition/js/wxLogin.js``
+        WeChat's embedding script (served by ``res.wx.qq.com`` in real life): ``new
+        WxLogin({id, appid, scope, redirect_uri, state, self_redirect, style, href, lang})``
+        puts a 300x400 iframe of ``/connect/qrconnect?...&login_type=jssdk&self_redirect=..``
+        into element ``id``, copying the values into the URL as they are (the caller
+        percent-encodes ``redirect_uri`` once). With ``login_type=jssdk`` the QR page needs
+        no ``response_type``, fits the frame, and its links and its poll send the *top*
+        window to the callback, unless ``self_redirect=true``. ``href`` (custom CSS) is
+        ignored.
     ``GET|POST /connect/confirm/<ticket>``
         The phone page the QR code points at; the desktop page polls
         ``GET /connect/poll/<ticket>`` (``{"status": waiting|scanned|confirmed|cancelled|

@@ -52,6 +52,7 @@ _ROUTES: Final = Map(
     [
         Rule("/", endpoint="index", methods=["GET"]),
         Rule("/connect/qrconnect", endpoint="qrconnect", methods=["GET"]),
+        Rule("/connect/zh_CN/htmledition/js/wxLogin.js", endpoint="wxlogin_js", methods=["GET"]),
         Rule("/connect/oauth2/authorize", endpoint="oauth2_authorize", methods=["GET"]),
         Rule("/connect/scan/<ticket>", endpoint="scan", methods=["GET"]),
         Rule("/connect/confirm/<ticket>", endpoint="confirm", methods=["GET", "POST"]),
@@ -199,26 +200,42 @@ class Simulator:
 
     def _qrconnect(self, request: Request) -> Response:
         args = request.args
+        # wxLogin.js's iframe: no response_type, and a compact page that sends the top
+        # window to the callback unless the embedding page asked for self_redirect=true.
+        embed = (
+            pages.Embed(top=args.get("self_redirect") != "true", style=args.get("style", ""))
+            if args.get("login_type") == "jssdk"
+            else None
+        )
+
+        def refuse(message: str) -> Response:
+            return _html(pages.error_page(message, embed=embed))
+
         app = self._state.apps.get(args.get("appid", ""))
         if app is None:
-            return _html(pages.error_page("AppID 参数错误 / invalid appid"))
+            return refuse("AppID 参数错误 / invalid appid")
         if args.get("scope") != "snsapi_login" or app.kind != "website":
-            return _html(pages.error_page("Scope 参数错误或没有 Scope 权限 / invalid scope"))
-        if args.get("response_type") != "code":
-            return _html(pages.error_page("response_type 参数错误 / invalid response_type"))
+            return refuse("Scope 参数错误或没有 Scope 权限 / invalid scope")
+        if embed is None and args.get("response_type") != "code":
+            return refuse("response_type 参数错误 / invalid response_type")
         problem = _redirect_uri_problem(app, args.get("redirect_uri", ""))
         if problem:
-            return _html(pages.error_page(f"redirect_uri 参数错误 / {problem}"))
+            return refuse(f"redirect_uri 参数错误 / {problem}")
         state = args.get("state", "")
         if not _STATE_RE.fullmatch(state):
-            return _html(pages.error_page("state 参数错误 / state must be [A-Za-z0-9]{0,128}"))
+            return refuse("state 参数错误 / state must be [A-Za-z0-9]{0,128}")
         ticket = self._state.open_ticket(app.app_id, args["redirect_uri"], state, "snsapi_login")
         chosen = args.get("sim_user")
         if chosen is not None and chosen in self._state.users:
             return _redirect(self._state.confirm(ticket, chosen))
         confirm_url = f"{request.host_url}connect/confirm/{ticket}"
         people = [user for user in self.users if not user.snapshot]
-        return _html(pages.qr_page(app, ticket, confirm_url, people, args.get("lang", "cn")))
+        return _html(pages.qr_page(app, ticket, confirm_url, people, args.get("lang", "cn"), embed))
+
+    def _wxlogin_js(self, request: Request) -> Response:
+        """WeChat's wxLogin.js (``res.wx.qq.com``), embedding this simulator's QR page."""
+        script = pages.wxlogin_js(f"{request.host_url}connect/qrconnect")
+        return Response(script, 200, content_type="application/javascript; charset=utf-8")
 
     def _oauth2_authorize(self, request: Request) -> Response:
         args = request.args

@@ -1,8 +1,13 @@
-"""HTML for the simulator's browser pages: QR login, phone confirmation, consent, errors.
+"""HTML for the simulator's browser pages: QR login, phone confirmation, consent, errors,
+and the ``wxLogin.js`` script that embeds the QR page in another site's page.
 
 Pages are small and self-contained (no external resources, inline CSS, one tiny script on
 the QR page). Every value echoed back is HTML-escaped; control characters in nicknames are
 shown as U+FFFD. Every action is a plain link or form, so the flows work without JS.
+
+An embedded QR page (``login_type=jssdk``, inside the iframe ``wxLogin.js`` creates) is
+compact, to fit WeChat's 300x400 frame, and, like WeChat's, sends the *top* window to the
+callback unless the embedding page asked for ``self_redirect: true``.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote
 
@@ -35,6 +41,32 @@ table{border-collapse:collapse;width:100%;font-size:.8rem}
 td,th{border-bottom:1px solid #eee;padding:.25rem;text-align:left;word-break:break-all}
 """
 
+# Inside wxLogin.js's 300x400 iframe: no card, no page margins, everything smaller.
+_EMBED_STYLE: Final = """
+body.embed{background:transparent;overflow:hidden}
+body.embed main{max-width:none;margin:0;padding:.75rem;background:transparent;
+border-radius:0;box-shadow:none}
+body.white{color:#fff}body.white .muted{color:#ccc}
+.embed h1{font-size:1rem;margin:0 0 .25rem}
+.embed p{margin:.25rem 0;font-size:.8rem;line-height:1.35;text-align:center}
+.embed .qr{display:block;width:12rem;height:12rem;margin:.25rem auto}
+.embed .qr svg{width:12rem;height:12rem}
+.embed .people{display:grid;grid-template-columns:1fr 1fr;gap:.35rem}
+.embed .btn{margin:0;padding:.4rem .3rem;font-size:.8rem;white-space:nowrap;overflow:hidden;
+text-overflow:ellipsis}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Embed:
+    """How ``wxLogin.js`` asked for the QR page, as WeChat reads its iframe's query."""
+
+    #: Send the top window to the callback (``self_redirect`` is not ``true``).
+    top: bool = True
+    #: "black" (dark text, for light pages) or "white" (light text, for dark pages).
+    style: str = "black"
+
+
 _TEXT: Final[Mapping[str, Mapping[str, str]]] = {
     "cn": {
         "title": "微信登录",
@@ -44,6 +76,8 @@ _TEXT: Final[Mapping[str, Mapping[str, str]]] = {
         "cancel": "取消登录",
         "scanned": "扫码成功 请在手机上确认登录",
         "expired": "二维码已失效 请刷新页面",
+        "go": "已确认 点此继续",
+        "phone": "手机扫码后打开的页面",
     },
     "en": {
         "title": "Log in with WeChat",
@@ -53,6 +87,8 @@ _TEXT: Final[Mapping[str, Mapping[str, str]]] = {
         "cancel": "Cancel",
         "scanned": "Scanned: confirm on your phone",
         "expired": "This QR code has expired: reload the page",
+        "go": "Confirmed: continue",
+        "phone": "The page the phone opens after scanning",
     },
 }
 
@@ -62,35 +98,49 @@ def _e(text: str) -> str:
     return html.escape(shown, quote=True)
 
 
-def _page(title: str, body: str) -> str:
+def _page(title: str, body: str, embed: Embed | None = None) -> str:
+    style, classes = _STYLE, ""
+    if embed is not None:
+        style += _EMBED_STYLE
+        classes = f' class="embed {"white" if embed.style == "white" else "black"}"'
     return (
         '<!doctype html><html><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f"<title>{_e(title)}</title><style>{_STYLE}</style></head>"
-        f"<body><main>{body}</main></body></html>"
+        f"<title>{_e(title)}</title><style>{style}</style></head>"
+        f"<body{classes}><main>{body}</main></body></html>"
     )
 
 
-def _user_links(ticket_id: str, users: Sequence[SimUser], label: str) -> str:
+def _target(embed: Embed | None) -> str:
+    return ' target="_top"' if embed is not None and embed.top else ""
+
+
+def _user_links(
+    ticket_id: str, users: Sequence[SimUser], label: str, embed: Embed | None = None
+) -> str:
     return "".join(
-        f'<a class="btn" href="/connect/scan/{quote(ticket_id)}?user={quote(user.key)}">'
+        f'<a class="btn"{_target(embed)} '
+        f'href="/connect/scan/{quote(ticket_id)}?user={quote(user.key)}" '
+        f'title="{_e(label.format(name=user.nickname))}">'
         f"{_e(label.format(name=user.nickname))}</a>"
         for user in users
     )
 
 
-def _cancel_link(ticket_id: str, label: str) -> str:
+def _cancel_link(ticket_id: str, label: str, embed: Embed | None = None) -> str:
     return (
-        f'<a class="btn secondary" href="/connect/scan/{quote(ticket_id)}?cancel=1">{_e(label)}</a>'
+        f'<a class="btn secondary"{_target(embed)} '
+        f'href="/connect/scan/{quote(ticket_id)}?cancel=1">{_e(label)}</a>'
     )
 
 
-def error_page(message: str, errcode: int | None = None) -> str:
+def error_page(message: str, errcode: int | None = None, embed: Embed | None = None) -> str:
     """WeChat's "Oops" page: the authorize request was refused and nothing redirects."""
     code = f'<p class="muted">错误码 errcode: <code>{errcode}</code></p>' if errcode else ""
     return _page(
         "微信登录 - 出错了",
         f'<h1>出错了 / Oops</h1><p id="error">{_e(message)}</p>{code}',
+        embed,
     )
 
 
@@ -103,22 +153,52 @@ def gone_page() -> str:
 
 
 def qr_page(
-    app: SimApp, ticket_id: str, confirm_url: str, users: Sequence[SimUser], lang: str
+    app: SimApp,
+    ticket_id: str,
+    confirm_url: str,
+    users: Sequence[SimUser],
+    lang: str,
+    embed: Embed | None = None,
 ) -> str:
-    """The desktop QR page. It polls for a confirmation made on a phone."""
+    """The desktop QR page. It polls for a confirmation made on a phone.
+
+    Embedded, a confirmation sends the top window to the callback; browsers refuse that
+    to a cross-origin frame the user has not clicked in, and then a link is shown instead.
+    """
     text = _TEXT.get(lang, _TEXT["cn"])
     qr_svg = segno.make(confirm_url, error="m").svg_inline(scale=4, border=4, omitsize=True)
     poll_url = json.dumps(f"/connect/poll/{quote(ticket_id)}").replace("<", "\\u003c")
-    messages = json.dumps({"scanned": text["scanned"], "expired": text["expired"]})
-    messages = messages.replace("<", "\\u003c")
+    messages = json.dumps(
+        {"scanned": text["scanned"], "expired": text["expired"], "go": text["go"]}
+    ).replace("<", "\\u003c")
+    top = "true" if embed is not None and embed.top else "false"
     script = (
-        "(function(){var u=" + poll_url + ",m=" + messages + ";"
+        "(function(){var u=" + poll_url + ",m=" + messages + ",top=" + top + ";"
+        "function go(r){if(!top){location.href=r;return}"
+        "try{window.top.location.href=r}catch(e){var a=document.createElement('a');"
+        "a.href=r;a.target='_top';a.className='btn';a.textContent=m.go;"
+        "document.getElementById('status').replaceChildren(a)}}"
         "function p(){fetch(u,{cache:'no-store'}).then(function(r){return r.json()})"
-        ".then(function(d){if(d.redirect){location.href=d.redirect;return}"
+        ".then(function(d){if(d.redirect){go(d.redirect);return}"
         "if(m[d.status]){document.getElementById('status').textContent=m[d.status]}"
         "if(d.status!=='expired'){setTimeout(p,1000)}})"
         ".catch(function(){setTimeout(p,2000)})}setTimeout(p,1000)})();"
     )
+    if embed is not None:
+        # What fits WeChat's 300x400 frame: the QR code (a link to the phone page, for
+        # trying that flow on one computer) and the test identities side by side.
+        return _page(
+            text["title"],
+            f"<h1>{_e(text['title'])}</h1>"
+            f'<a class="qr" href="{_e(confirm_url)}" target="_blank" rel="noopener" '
+            f'aria-label="{_e(text["phone"])}">{qr_svg}</a>'
+            f'<p id="status">{_e(text["scan"])}</p>'
+            f'<p class="muted">{_e(text["or"])}</p>'
+            f'<div class="people">{_user_links(ticket_id, users, text["as"], embed)}'
+            f"{_cancel_link(ticket_id, text['cancel'], embed)}</div>"
+            f"<script>{script}</script>",
+            embed,
+        )
     return _page(
         text["title"],
         f"<h1>{_e(text['title'])}</h1>"
@@ -130,6 +210,45 @@ def qr_page(
         f"{_user_links(ticket_id, users, text['as'])}"
         f"{_cancel_link(ticket_id, text['cancel'])}"
         f"<script>{script}</script>",
+    )
+
+
+def wxlogin_js(qrconnect_url: str) -> str:
+    """WeChat's ``wxLogin.js``, pointing at this simulator's QR page.
+
+    Like WeChat's: ``new WxLogin({id, appid, scope, redirect_uri, state, self_redirect,
+    style, href, lang, styletype, sizetype, bgcolor, rst})`` replaces the content of element
+    ``id`` with a 300x400 iframe of the QR page. The values go into the iframe's URL as
+    they are: the caller percent-encodes ``redirect_uri`` itself.
+    """
+    base = json.dumps(qrconnect_url).replace("<", "\\u003c")
+    return (
+        "!function (window, document) {\n"
+        "  function WxLogin(a) {\n"
+        '    var redirect = "default";\n'
+        '    if (a.self_redirect === true) { redirect = "true"; }\n'
+        '    else if (a.self_redirect === false) { redirect = "false"; }\n'
+        f'    var src = {base} + "?appid=" + a.appid + "&scope=" + a.scope'
+        ' + "&redirect_uri=" + a.redirect_uri + "&state=" + a.state'
+        ' + "&login_type=jssdk&self_redirect=" + redirect'
+        ' + "&styletype=" + (a.styletype || "") + "&sizetype=" + (a.sizetype || "")'
+        ' + "&bgcolor=" + (a.bgcolor || "") + "&rst=" + (a.rst || "");\n'
+        '    if (a.style) { src += "&style=" + a.style; }\n'
+        '    if (a.href) { src += "&href=" + a.href; }\n'
+        '    if (a.lang === "en") { src += "&lang=en"; }\n'
+        '    var frame = document.createElement("iframe");\n'
+        "    frame.src = src;\n"
+        '    frame.frameBorder = "0";\n'
+        '    frame.allowTransparency = "true";\n'
+        '    frame.scrolling = "no";\n'
+        '    frame.width = "300px";\n'
+        '    frame.height = "400px";\n'
+        "    var box = document.getElementById(a.id);\n"
+        '    box.innerHTML = "";\n'
+        "    box.appendChild(frame);\n"
+        "  }\n"
+        "  window.WxLogin = WxLogin;\n"
+        "}(window, document);\n"
     )
 
 
