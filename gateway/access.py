@@ -197,7 +197,10 @@ class AccessPolicy:
         """``access.api_paths``: prefixes that get 401 JSON, never a login redirect."""
         if not self.api_paths:
             return False
-        path = policy_path(raw_path)
+        try:
+            path = policy_path(raw_path)
+        except BadRequest:
+            return False  # refused elsewhere; for the answer's format it is not an API path
         return any(_under(path, prefix) for prefix in self.api_paths)
 
     def is_preflight(self, environ: WSGIEnvironment) -> bool:

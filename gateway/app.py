@@ -11,10 +11,12 @@ added in one pass while the request head for the upstream is built
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from gateway.access import AccessPolicy
 from gateway.cookies import CookieSpec
@@ -34,9 +36,10 @@ from gateway.errors import (
 )
 from gateway.identity import identity_headers
 from gateway.ledger import CallbackLedger
-from gateway.login import TRUSTED_PROXY_KEY, LoginFlow, original_uri
+from gateway.login import TRUSTED_PROXY_KEY, LoginFlow, forwarded_host, original_uri
 from gateway.metrics import Metrics
-from gateway.pages import error_response, is_api_call, json_response, respond
+from gateway.pages import API_CALL_KEY, error_response, is_api_call, json_response, respond
+from gateway.paths import policy_path
 from gateway.proxy import ForwardContext, Forwarder, Router, Upstream, request_target
 from gateway.redirects import RedirectPolicy
 from gateway.revalidation import AuthorizationEnded, Revalidator
@@ -55,6 +58,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway")
 
 RESERVED_PREFIX = "/_gateway"
+# What makes a path read differently once resolved: escapes, dots, backslashes, ';', '//'.
+_UNUSUAL_PATH = re.compile(r"[%\\;]|/\.|//")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +92,7 @@ class Gateway:
             CookieSpec(session.cookie_name, secure=session.secure, domain=session.cookie_domain),
         )
         self.access = AccessPolicy(settings.access)
-        self.public_scheme, _, self.public_host = settings.public_url.partition("://")
+        self.public_scheme = settings.public_url.partition("://")[0]
         wechat = settings.wechat
         self.clients = {
             "qr": WeChatClient(
@@ -119,17 +124,16 @@ class Gateway:
             if session.revalidate is not None
             else None
         )
+        self.router = Router(Upstream(upstream) for upstream in settings.upstreams)
         self.login = LoginFlow(
             settings,
             self.sessions,
             self.clients,
             RedirectPolicy(settings.public_url, settings.redirect_domains),
-            self.access,
+            self._may_enter,
             ledger if ledger is not None else CallbackLedger(),
             clock=clock,
         )
-        self.router = Router(Upstream(upstream) for upstream in settings.upstreams)
-        self.upstream_hosts = frozenset(u.host for u in self.router.upstreams if u.host)
         self.forward = Forwarder(
             self.router,
             ForwardContext(
@@ -143,7 +147,7 @@ class Gateway:
             "/_gateway/login": (("GET", "HEAD"), self.login.start),
             "/_gateway/callback": (("GET",), self._callback),
             "/_gateway/logout": (("GET", "POST"), self.login.logout),
-            "/_gateway/userinfo": (("GET", "HEAD"), self.login.userinfo),
+            "/_gateway/userinfo": (("GET", "HEAD"), self.userinfo),
             "/_gateway/auth": (("GET", "HEAD"), self.forward_auth),
             "/_gateway/healthz": (("GET", "HEAD"), self.healthz),
             "/_gateway/readyz": (("GET", "HEAD"), self.readyz),
@@ -159,17 +163,20 @@ class Gateway:
                 return self._reserved(path, environ, start_response)
             target = request_target(environ)
             host = environ.get("HTTP_HOST")
-            upstream = self.router.choose(target, host)
+            raw_path = target.split("?", 1)[0]
+            upstream = self._route(raw_path, host)
             if upstream is None:
                 raise NotFound("no upstream serves this path")
             method = environ["REQUEST_METHOD"]
-            decision = self._decide(environ, upstream, method, target.split("?", 1)[0])
-            if decision.kind == "challenge":
-                return self._challenge(environ, start_response, target, host)
+            decision = self._decide(environ, upstream, method, raw_path)
             if decision.kind == "forbidden":
-                raise self._forbidden(decision)
+                if self.access.is_api_path(raw_path):
+                    environ[API_CALL_KEY] = True
+                raise self._forbidden(decision)  # the error page carries any cookie to set
             if decision.set_cookie is not None:
                 start_response = _adding_header(start_response, decision.set_cookie)
+            if decision.kind == "challenge":
+                return self._challenge(environ, start_response, target, host)
             if decision.kind == "anonymous":
                 self.metrics.inc("requests_total", "public")
                 return self.forward(environ, start_response, upstream, target)
@@ -180,7 +187,8 @@ class Gateway:
             )
         except GatewayError as error:
             self._count_failure(error)
-            if error.status >= 500:
+            # Sign-in failures were logged already, with errcode and hint, by the client.
+            if error.status >= 500 and not isinstance(error, LoginError):
                 log.warning("%s %s: %s", environ.get("REQUEST_METHOD"), _path(environ), error)
             return error_response(environ, start_response, error, branding=self.login.branding)
         except Exception:
@@ -192,6 +200,34 @@ class Gateway:
             )
 
     # -- the decision ----------------------------------------------------------------------
+
+    def _route(self, raw_path: str, host: str | None) -> Upstream | None:
+        """The upstream for a path; 400 if another reading of the path picks another one.
+
+        Rules (allow lists, public upstreams) belong to the upstream, so ``/pub/../admin``
+        must not be judged by ``/pub``'s rules while a shared backend serves ``/admin``.
+        """
+        upstream = self.router.choose(raw_path, host)
+        if _UNUSUAL_PATH.search(raw_path):
+            try:
+                resolved = policy_path(raw_path)
+            except BadRequest:
+                return upstream  # unreadable: public-path checks refuse it where it matters
+            if self.router.choose(resolved, host) is not upstream:
+                raise BadRequest("the path is ambiguous: it reads differently once resolved")
+        return upstream
+
+    def _allowed_anywhere(self, session: Session) -> bool:
+        return self.access.allows(session) or any(
+            upstream.allow is not None and upstream.allow.allows(session)
+            for upstream in self.router.upstreams
+        )
+
+    def _may_enter(self, session: Session, target: str) -> bool:
+        """Whether a signing-in user may use the target they came for (its upstream's rules)."""
+        parts = urlsplit(target)
+        upstream = self.router.choose(parts.path or "/", parts.netloc or None)
+        return self.access.allows(session, upstream.allow if upstream is not None else None)
 
     def _decide(
         self, environ: WSGIEnvironment, upstream: Upstream | None, method: str, raw_path: str
@@ -208,7 +244,11 @@ class Gateway:
         ):
             return Decision("anonymous", None, set_cookie)
         if session is not None:
-            return Decision("forbidden", session, self.sessions.clear())
+            # A user refused everywhere keeps no session; one refused only by this upstream's
+            # own list keeps it for the others.
+            if not self._allowed_anywhere(session):
+                set_cookie = self.sessions.clear()
+            return Decision("forbidden", session, set_cookie)
         return Decision("challenge", None, set_cookie)
 
     def _session(self, environ: WSGIEnvironment) -> tuple[Session | None, tuple[str, str] | None]:
@@ -235,27 +275,20 @@ class Gateway:
     ) -> Iterable[bytes]:
         api = is_api_call(environ) or self.access.is_api_path(target.split("?", 1)[0])
         self.metrics.inc("requests_total", "unauthorized" if api else "login_redirect")
-        return self.login.challenge(environ, start_response, self._return_to(target, host), api=api)
-
-    def _return_to(self, target: str, host: str | None) -> str:
-        """Where to come back after login: the path, or an absolute URL on another
-        configured host (it must still pass ``redirect_domains`` to be honoured)."""
-        if host and host.lower() != self.public_host and host.lower() in self.upstream_hosts:
-            return f"{self.public_scheme}://{host.lower()}{target}"
-        return target
+        return self.login.challenge(
+            environ, start_response, self.login.return_to(target, host), api=api
+        )
 
     def _forbidden(self, decision: Decision) -> NotAllowed:
         self.metrics.inc("requests_total", "forbidden")
-        assert decision.session is not None and decision.set_cookie is not None
-        # The session is cleared so that another account can sign in.
+        assert decision.session is not None
         return NotAllowed(
-            f"Your WeChat account (openid {decision.session.openid}) is not on this"
-            " application's allow list.",
+            f"openid: {decision.session.openid}",
             actions=(
                 ("Sign out", self.settings.public_url + "/_gateway/logout"),
                 ("Sign in with another account", self.login.login_url()),
             ),
-            extra_headers=(decision.set_cookie,),
+            extra_headers=(decision.set_cookie,) if decision.set_cookie else (),
         )
 
     # -- forward-auth ------------------------------------------------------------------------
@@ -269,24 +302,26 @@ class Gateway:
         allowed. The original URI, method and host are taken from the front proxy's headers
         only when it is a configured trusted proxy.
         """
-        trusted = bool(environ.get(TRUSTED_PROXY_KEY))
         uri = original_uri(environ) or "/"
         method = "GET"
-        host = environ.get("HTTP_HOST")
-        if trusted:
+        if environ.get(TRUSTED_PROXY_KEY):
             method = (
                 environ.get("HTTP_X_ORIGINAL_METHOD")
                 or environ.get("HTTP_X_FORWARDED_METHOD")
                 or "GET"
             ).upper()
-            host = environ.get("HTTP_X_FORWARDED_HOST") or host
-        upstream = self.router.choose(uri, host)
-        decision = self._decide(environ, upstream, method, uri.split("?", 1)[0])
+        host = forwarded_host(environ)
+        path = uri.split("?", 1)[0]
+        upstream = self._route(path, host)
+        decision = self._decide(environ, upstream, method, path)
         extra = [decision.set_cookie] if decision.set_cookie is not None else []
+        # What the original request was decides page or JSON, not this check's own GET.
+        if method not in ("GET", "HEAD") or self.access.is_api_path(path):
+            environ[API_CALL_KEY] = True
         if decision.kind == "challenge":
             self.metrics.inc("requests_total", "unauthorized")
             login_url = self.login.login_url(
-                self.login.redirects.safe_target(self._return_to(uri, host))
+                self.login.redirects.safe_target(self.login.return_to(uri, host))
             )
             # nginx only reads the status; Traefik shows this page, with its sign-in link.
             raise SignInRequired(
@@ -344,6 +379,25 @@ class Gateway:
         if environ.get("REQUEST_METHOD") not in methods:
             raise MethodNotAllowed(methods)
         return handler(environ, start_response)
+
+    def userinfo(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """``GET /_gateway/userinfo``: the session's identity as JSON, or 401."""
+        session, set_cookie = self._session(environ)
+        extra = [set_cookie] if set_cookie is not None else []
+        if session is None:
+            payload: dict[str, object] = {
+                "error": "unauthorized",
+                "login_url": self.login.login_url(),
+            }
+            return json_response(environ, start_response, "401 Unauthorized", payload, extra)
+        payload = {
+            "openid": session.openid,
+            "unionid": session.unionid,
+            "app_id": session.app_id,
+            "nickname": session.nickname,
+            "avatar": session.avatar,
+        }
+        return json_response(environ, start_response, "200 OK", payload, extra)
 
     def healthz(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         return respond(

@@ -53,6 +53,7 @@ from gateway.session import Session, SessionTooLarge
 from gateway.wechat import (
     QuotaExceeded,
     SystemBusy,
+    WeChatAPIError,
     WeChatError,
     WeChatTimeout,
     WeChatUnavailable,
@@ -63,7 +64,6 @@ if TYPE_CHECKING:
 
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
-    from gateway.access import AccessPolicy
     from gateway.config import Settings
     from gateway.redirects import RedirectPolicy
     from gateway.session import CookieSessionStore
@@ -121,7 +121,7 @@ class LoginFlow:
         sessions: CookieSessionStore,
         clients: Mapping[str, WeChatClient],
         redirects: RedirectPolicy,
-        access: AccessPolicy,
+        may_enter: Callable[[Session, str], bool],
         ledger: CallbackLedger,
         *,
         clock: Callable[[], float] = time.time,
@@ -131,7 +131,9 @@ class LoginFlow:
         self.sessions = sessions
         self.clients = clients
         self.redirects = redirects
-        self.access = access
+        self.may_enter = may_enter
+        self.public_scheme, _, self.public_host = settings.public_url.partition("://")
+        self.upstream_hosts = frozenset(u.host for u in settings.upstreams if u.host)
         self.ledger = ledger
         self.clock = clock
         self.max_age = settings.session.max_age
@@ -197,6 +199,18 @@ class LoginFlow:
             return "oa"
         return "qr"
 
+    def return_to(self, target: str, host: str | None) -> str:
+        """Where to come back after login: the path, or an absolute URL on another
+        configured host (it must still pass ``redirect_domains`` to be honoured)."""
+        if not host:
+            return target
+        host = host.lower()
+        if host != self.public_host and (
+            host in self.upstream_hosts or host.rsplit(":", 1)[0] in self.upstream_hosts
+        ):
+            return f"{self.public_scheme}://{host}{target}"
+        return target
+
     # -- requests without a session ---------------------------------------------------------
 
     def challenge(
@@ -222,7 +236,10 @@ class LoginFlow:
 
     def start(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """``GET /_gateway/login?rd=TARGET``: remember the target, send the browser to WeChat."""
-        rd = _query(environ).get("rd") or original_uri(environ)
+        rd = _query(environ).get("rd")
+        if not rd:
+            uri = original_uri(environ)
+            rd = self.return_to(uri, forwarded_host(environ)) if uri else None
         target = self.redirects.safe_target(rd) if rd else "/"
         flow = self._flow_for(environ)
         state = _new_state()
@@ -256,7 +273,7 @@ class LoginFlow:
         query = _query(environ)
         state = query.get("state", "")
         if not _valid_state(state):
-            raise LoginStateInvalid("the callback has no valid state", actions=self._retry())
+            raise LoginStateInvalid(actions=self._retry())
         pending = self._read_pending(environ)
         entry = next((p for p in pending if hmac.compare_digest(p.state, state)), None)
         if entry is None:
@@ -264,7 +281,7 @@ class LoginFlow:
         if entry.used:
             if self.sessions.load(environ) is not None:
                 return _redirect(start_response, self._absolute(entry.target))
-            raise LoginStateInvalid("this sign-in was already used", actions=self._retry())
+            raise LoginStateInvalid(actions=self._retry())
         code = query.get("code")
         remaining = [p for p in pending if p is not entry]
         if not code:
@@ -281,7 +298,7 @@ class LoginFlow:
             session_cookie = self.sessions.save(session, self.clock())
         except SessionTooLarge:
             self.ledger.record(code, state, Outcome(ok=False))
-            raise WeChatFailed("the WeChat profile is too large for a session cookie") from None
+            raise WeChatFailed(actions=self._retry(entry.target)) from None
         except GatewayError:
             self.ledger.record(code, state, Outcome(ok=False))
             raise
@@ -302,9 +319,7 @@ class LoginFlow:
         """A second callback with a code already being exchanged: answer like the first."""
         outcome = self.ledger.wait(code, entry.state, self.timeout + 1)
         if outcome is None or not outcome.ok:
-            raise WeChatFailed(
-                "this sign-in code was already used", actions=self._retry(entry.target)
-            )
+            raise WeChatFailed(actions=self._retry(entry.target))
         log.info("answered a duplicate callback like the first one")
         return _redirect(
             start_response, outcome.target, state_cookie, ("Set-Cookie", outcome.set_cookie)
@@ -347,11 +362,10 @@ class LoginFlow:
             refresh_token=token.refresh_token if self.keep_refresh_token else None,
             validated_at=now if self.keep_refresh_token else None,
         )
-        if not self.access.allows(session):
+        if not self.may_enter(session, target):
             log.info("refused openid=%s: not on the allow list", session.openid)
             raise NotAllowed(
-                f"Your WeChat account (openid {session.openid}) is not on this application's"
-                " allow list.",
+                f"openid: {session.openid}",
                 actions=(("Sign in with another account", self.login_url(target)),),
             )
         return session
@@ -370,29 +384,14 @@ class LoginFlow:
             branding=self.branding,
         )
 
-    def userinfo(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        """``GET /_gateway/userinfo``: the session's identity as JSON, or 401."""
-        found = self.sessions.load(environ)
-        if found is None:
-            return json_response(
-                environ,
-                start_response,
-                "401 Unauthorized",
-                {"error": "unauthorized", "login_url": self.login_url()},
-            )
-        session = found[0]
-        return json_response(
-            environ,
-            start_response,
-            "200 OK",
-            {
-                "openid": session.openid,
-                "unionid": session.unionid,
-                "app_id": session.app_id,
-                "nickname": session.nickname,
-                "avatar": session.avatar,
-            },
-        )
+
+def forwarded_host(environ: WSGIEnvironment) -> str | None:
+    """The host the browser asked for: a trusted front proxy's ``X-Forwarded-Host``, else
+    ``Host``."""
+    if environ.get(TRUSTED_PROXY_KEY) and environ.get("HTTP_X_FORWARDED_HOST"):
+        return str(environ["HTTP_X_FORWARDED_HOST"])
+    host = environ.get("HTTP_HOST")
+    return str(host) if host else None
 
 
 def original_uri(environ: WSGIEnvironment) -> str | None:
@@ -411,14 +410,19 @@ def _login_failure(exc: WeChatError, retry: tuple[tuple[str, str], ...]) -> Gate
     if isinstance(exc, WeChatTimeout):
         return WeChatTimedOut(actions=retry)
     if isinstance(exc, QuotaExceeded):
-        return WeChatBusy(exc.meaning, retry_after=60, actions=retry)
+        return WeChatBusy(_detail(exc), retry_after=60, actions=retry)
     if isinstance(exc, SystemBusy):
-        return WeChatBusy(exc.meaning, retry_after=5, actions=retry)
+        return WeChatBusy(_detail(exc), retry_after=5, actions=retry)
     if exc.is_config_error:
         return WeChatMisconfigured(actions=retry)
     if isinstance(exc, WeChatUnavailable):
         return WeChatUnreachable(actions=retry)
-    return WeChatFailed(exc.meaning, actions=retry)
+    return WeChatFailed(_detail(exc), actions=retry)
+
+
+def _detail(exc: WeChatError) -> str:
+    """A language-neutral detail for the page: the errcode, which support can look up."""
+    return f"errcode {exc.errcode}" if isinstance(exc, WeChatAPIError) else ""
 
 
 def _query(environ: WSGIEnvironment) -> dict[str, str]:

@@ -97,8 +97,14 @@ DEFAULT_BRANDING: Final = Branding()
 # --- who gets JSON ---------------------------------------------------------------------
 
 
+#: Set in environ when the gateway already knows a request is an API call (``api_paths``).
+API_CALL_KEY = "gateway.api_call"
+
+
 def is_api_call(environ: WSGIEnvironment) -> bool:
     """The contract's test: JSON asked for and not HTML, an XHR, or not GET/HEAD."""
+    if environ.get(API_CALL_KEY):
+        return True
     if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
         return True
     if environ.get("HTTP_X_REQUESTED_WITH", "").lower() == "xmlhttprequest":

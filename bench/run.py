@@ -1,0 +1,483 @@
+"""The benchmark behind ``make bench``: the gateway side by side with the alternatives.
+
+In one run, against the same fast upstream, it measures four contenders:
+
+- the upstream itself, a gunicorn hello-world, with no proxy hop;
+- Werkzeug's ``ProxyMiddleware`` under the gateway's gunicorn settings;
+- nginx ``proxy_pass`` with upstream keepalive;
+- the gateway (``python -m gateway serve``, default configuration);
+
+for a 1 KB GET at 16 and 64 connections (wrk), a 1 GiB download and upload (MB/s and peak
+RSS), and 120 requests parked on a 3 s upstream while a fast request goes through. It also
+times the session cookie codec (``bench/session_codec.py``), then writes
+``docs/benchmarks.md``, the chart ``docs/benchmarks-rps.svg`` and the raw results in
+``bench/results/``. Every process it starts is stopped again, whatever happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from importlib.metadata import version
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import clients
+import report
+import yaml
+from apps import HELLO
+from services import (
+    BENCH,
+    ROOT,
+    PeakRss,
+    Service,
+    cpu_seconds,
+    ensure_system_packages,
+    free_port,
+    gunicorn_argv,
+    nginx_binary,
+    nginx_config,
+)
+
+from gateway.session import Session, SessionCodec
+
+DOCS = ROOT / "docs"
+RESULTS = BENCH / "results"
+CHART = "benchmarks-rps.svg"
+MIB = 1024 * 1024
+
+_SESSION_SECRET = "bench-session-secret-0123456789abcdefghijklmnop"
+_COOKIE_NAME = "wechat_gateway"
+
+
+@dataclasses.dataclass
+class Contender:
+    key: str
+    label: str
+    short: str
+    service: Service
+    setup: str
+
+    @property
+    def port(self) -> int:
+        return self.service.port
+
+
+def session_cookie() -> str:
+    now = int(time.time())
+    session = Session(
+        openid="oBenchOpenID000000000000001",
+        app_id="wxbench0123456789",
+        unionid="uBenchUnionID00000000000001",
+        nickname="Bench",
+        avatar="https://thirdwx.qlogo.cn/mmopen/vi_32/bench/132",
+        issued_at=now,
+        expires_at=now + 86400,
+    )
+    return SessionCodec(_SESSION_SECRET).encode(session)
+
+
+def gateway_config(port: int, fast_port: int, slow_port: int) -> dict[str, Any]:
+    """The default configuration, but for what must be set: where to listen and forward."""
+    return {
+        "public_url": f"http://127.0.0.1:{port}",
+        "server": {"bind": f"127.0.0.1:{port}"},
+        "wechat": {"app_id": "wxbench0123456789", "app_secret": "bench-app-secret"},
+        "session": {"secret": _SESSION_SECRET},
+        "upstreams": [
+            {"prefix": "/", "url": f"http://127.0.0.1:{fast_port}"},
+            {"prefix": "/slow", "url": f"http://127.0.0.1:{slow_port}"},
+        ],
+    }
+
+
+def _first_line(argv: list[str]) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return (done.stdout + done.stderr).strip().splitlines()[0]
+
+
+def _load_average() -> str:
+    try:
+        return ", ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    system = platform.system()
+    with contextlib.suppress(OSError):
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                system = line.split("=", 1)[1].strip('"')
+    commit = subprocess.run(
+        ["git", "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    ).stdout.strip()
+    return {
+        "load average at start (1, 5, 15 min)": _load_average(),
+        "CPUs (usable)": str(len(os.sched_getaffinity(0))),
+        "CPU model": cpu,
+        "memory": memory,
+        "OS": system,
+        "kernel": platform.release(),
+        "Python": platform.python_version(),
+        "gunicorn": version("gunicorn"),
+        "gevent": version("gevent"),
+        "Werkzeug": version("werkzeug"),
+        "nginx": _first_line([nginx_binary() or "nginx", "-v"]).split("/", 1)[-1],
+        "wrk": _first_line(["wrk", "-v"]).split()[1],
+        "wechat-gateway": f"{version('wechat-gateway')} ({commit or 'not a git checkout'})",
+    }
+
+
+def start_services(
+    stack: contextlib.ExitStack, workdir: Path
+) -> tuple[list[Contender], list[Service]]:
+    """Every server, each stopped when ``stack`` closes; the contenders among them."""
+    fast_port, slow_port, proxy_port, nginx_port, gateway_port = (free_port() for _ in range(5))
+    fast = stack.enter_context(
+        Service("upstream", gunicorn_argv("apps:upstream", fast_port), fast_port, workdir)
+    )
+    slow = stack.enter_context(
+        Service(
+            "slow-upstream",
+            gunicorn_argv("apps:upstream", slow_port, workers=1),
+            slow_port,
+            workdir,
+            env={"BENCH_SLOW_SECONDS": "3"},
+        )
+    )
+    proxy = stack.enter_context(
+        Service(
+            "proxy-middleware",
+            gunicorn_argv("apps:proxy_middleware", proxy_port),
+            proxy_port,
+            workdir,
+            env={
+                "BENCH_UPSTREAM": f"http://127.0.0.1:{fast_port}",
+                "BENCH_SLOW_UPSTREAM": f"http://127.0.0.1:{slow_port}",
+            },
+        )
+    )
+
+    prefix = workdir / "nginx"
+    prefix.mkdir()
+    conf = prefix / "nginx.conf"
+    conf.write_text(nginx_config(prefix, nginx_port, fast_port, slow_port), encoding="utf-8")
+    nginx_argv = [nginx_binary() or "nginx", "-p", str(prefix), "-e", str(prefix / "error.log")]
+    nginx = stack.enter_context(
+        Service("nginx", [*nginx_argv, "-c", str(conf)], nginx_port, workdir)
+    )
+
+    config = workdir / "gateway.yaml"
+    config.write_text(
+        yaml.safe_dump(gateway_config(gateway_port, fast_port, slow_port)), encoding="utf-8"
+    )
+    check = subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    if check.returncode != 0:
+        raise RuntimeError(f"the generated gateway config is invalid:\n{check.stderr}")
+    gateway = stack.enter_context(
+        Service(
+            "gateway",
+            [sys.executable, "-m", "gateway", "serve", "-c", str(config)],
+            gateway_port,
+            workdir,
+            ready_path="/_gateway/healthz",
+            # The access log stays on, as by default, but is not kept.
+            discard_stdout=True,
+        )
+    )
+    werkzeug = version("werkzeug")
+    contenders = [
+        Contender(
+            "no_hop",
+            "gunicorn hello-world, no hop",
+            "hello-world (no hop)",
+            fast,
+            "wrk straight to the fast upstream.",
+        ),
+        Contender(
+            "proxy_middleware",
+            "Werkzeug ProxyMiddleware",
+            "ProxyMiddleware",
+            proxy,
+            f"Werkzeug {werkzeug} `ProxyMiddleware` (`bench/apps.py`) under the same gunicorn "
+            "settings as the gateway (gevent, 2 workers, 1000 connections each), no access "
+            "log. It opens a new upstream connection for every request (it sends "
+            "`Connection: close`).",
+        ),
+        Contender(
+            "nginx",
+            "nginx proxy_pass",
+            "nginx",
+            nginx,
+            "2 worker processes, `proxy_pass` to an `upstream` block with `keepalive 64`, "
+            "HTTP/1.1 upstream, `proxy_request_buffering off` and "
+            "`proxy_max_temp_file_size 0` (bodies stream, nothing is spooled to disk), "
+            "default proxy buffer sizes, access log off.",
+        ),
+        Contender(
+            "gateway",
+            "wechat-gateway",
+            "wechat-gateway",
+            gateway,
+            "`python -m gateway serve` with the default configuration except `public_url`, "
+            "`server.bind` and the upstreams (`/` to the fast upstream, `/slow` to the slow "
+            "one): gunicorn gevent, 2 workers, 1000 connections each, access log on "
+            "(written to /dev/null).",
+        ),
+    ]
+    return contenders, [fast, slow, proxy, nginx, gateway]
+
+
+def preflight(contenders: list[Contender], headers: dict[str, str]) -> None:
+    """Each contender must answer the 1 KB GET with a 200 and the very bytes: no redirect."""
+    for contender in contenders:
+        status, body = clients.get(contender.port, "/hello", headers)
+        if status != 200 or body != HELLO:
+            raise RuntimeError(
+                f"{contender.label} answered /hello with {status} and {len(body)} bytes"
+            )
+
+
+def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    headers = {"Cookie": f"{_COOKIE_NAME}={session_cookie()}"}
+    script = clients.write_wrk_script(workdir)
+    results: dict[str, Any] = {
+        "settings": {
+            "duration": args.duration,
+            "runs": args.runs,
+            "connections": args.connections,
+            "transfer_size": args.transfer_mib * MIB,
+            "slow_requests": args.slow_requests,
+            "slow_seconds": 3.0,
+            "probe_after": 0.5,
+        },
+        "command": "make bench",
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "throughput": {},
+        "transfers": {},
+        "slow": {},
+    }
+    with contextlib.ExitStack() as stack:
+        contenders, services = start_services(stack, workdir)
+        try:
+            run_all(args, results, contenders, headers, script)
+        except Exception:
+            for service in services:
+                print(f"--- {service.name} log (last lines) ---\n{service.log_tail()}")
+            raise
+        results["log_problems"] = {s.name: s.problems() for s in services if s.problems()}
+    results["contenders"] = [
+        {"key": c.key, "label": c.label, "short": c.short, "setup": c.setup} for c in contenders
+    ]
+    cpus = results["machine"]["CPUs (usable)"]
+    results["setup_notes"] = [
+        "**fast upstream**: `bench/apps.py` `upstream` under gunicorn with the gateway's "
+        "default server settings (gevent worker class, 2 workers, 1000 connections each, "
+        "keep-alive 5 s), no access log. `/hello` is 1 KB of text/plain; "
+        "`/download/<n>` generates n bytes with a Content-Length; `/upload` reads and "
+        "discards the body and answers with its length, which the client checks.",
+        "**slow upstream**: the same app and settings with 1 worker; each `/slow/…` "
+        "request sleeps 3 s before answering.",
+        "**load**: wrk with keep-alive and min(connections, CPUs, 4) threads; Python "
+        "clients for the transfers and the slow-upstream case. Everything runs on "
+        f"127.0.0.1 and shares the machine's {cpus} CPUs: client, proxy and upstream "
+        "compete for them, as they would not in production.",
+    ]
+    results["session_codec"] = subprocess.run(
+        [sys.executable, str(BENCH / "session_codec.py")],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout
+    return results
+
+
+@contextlib.contextmanager
+def _step(contender: Contender, what: str) -> Iterator[None]:
+    """Name the contender and the measurement in any error raised inside."""
+    try:
+        yield
+    except Exception as exc:
+        exc.add_note(f"while measuring {what} on {contender.label}")
+        raise
+
+
+def run_all(
+    args: argparse.Namespace,
+    results: dict[str, Any],
+    contenders: list[Contender],
+    headers: dict[str, str],
+    script: Path,
+) -> None:
+    preflight(contenders, headers)
+    width = max(len(c.label) for c in contenders)
+    for contender in contenders:
+        with _step(contender, "the warm-up"):
+            url = f"http://127.0.0.1:{contender.port}/hello"
+            clients.wrk(url, max(args.connections), 2, script, headers)
+        results["throughput"][contender.key] = {str(n): [] for n in args.connections}
+    pids = {c.key: c.service.pids() for c in contenders}
+    # Rounds interleave the contenders, so a noisy minute hits them all alike.
+    for round_ in range(1, args.runs + 1):
+        for connections in args.connections:
+            for contender in contenders:
+                own, upstream_pids = pids[contender.key], pids["no_hop"]
+                before = cpu_seconds(own), cpu_seconds(upstream_pids)
+                with _step(contender, f"1 KB GETs at {connections} connections"):
+                    url = f"http://127.0.0.1:{contender.port}/hello"
+                    run = clients.wrk(url, connections, args.duration, script, headers)
+                after = cpu_seconds(own), cpu_seconds(upstream_pids)
+                if sorted(pids[contender.key]) != sorted(contender.service.pids()):
+                    raise RuntimeError(f"{contender.label}: a worker died or was replaced")
+                record = dataclasses.asdict(run)
+                record["cpu_us_per_request"] = (after[0] - before[0]) / run.requests * 1e6
+                # For the no-hop contender its own processes are the upstream.
+                record["upstream_cpu_us_per_request"] = (
+                    None
+                    if contender.key == "no_hop"
+                    else (after[1] - before[1]) / run.requests * 1e6
+                )
+                results["throughput"][contender.key][str(connections)].append(record)
+                errors = f", {run.error_count} errors" if run.error_count else ""
+                print(
+                    f"{contender.label:<{width}}  {connections:>3} conns  run {round_}: "
+                    f"{run.rps:>9,.0f} req/s  p50 {run.p50_ms:6.2f} ms  "
+                    f"p99 {run.p99_ms:6.2f} ms  CPU {record['cpu_us_per_request']:5.0f} "
+                    f"µs/req{errors}",
+                    flush=True,
+                )
+
+    size = args.transfer_mib * MIB
+    for contender in contenders:
+        transfers: dict[str, Any] = {}
+        for direction, transfer in (("download", clients.download), ("upload", clients.upload)):
+            time.sleep(1)
+            with _step(contender, f"the {direction}"), PeakRss(contender.service.pids()) as rss:
+                seconds = transfer(contender.port, size, headers)
+            result = clients.Transfer(direction, size, seconds, rss.baseline, rss.peak)
+            transfers[direction] = dataclasses.asdict(result)
+            print(
+                f"{contender.label:<{width}}  {direction:<8}  {result.mb_per_s:7,.0f} MB/s  "
+                f"RSS {rss.baseline / MIB:6.1f} -> {rss.peak / MIB:6.1f} MiB "
+                f"(+{result.rss_growth / MIB:.1f})",
+                flush=True,
+            )
+        results["transfers"][contender.key] = transfers
+
+    for contender in contenders:
+        if contender.key == "no_hop":
+            continue
+        time.sleep(1)
+        with _step(contender, "the slow-upstream case"):
+            slow = clients.slow_upstream(contender.port, headers, requests=args.slow_requests)
+        results["slow"][contender.key] = dataclasses.asdict(slow)
+        print(
+            f"{contender.label:<{width}}  slow upstream: fast request "
+            f"{slow.probe_seconds * 1000:.1f} ms (status {slow.probe_status}, "
+            f"{slow.in_flight_at_probe} in flight); {slow.succeeded}/{slow.requests} ok "
+            f"in {slow.all_done_seconds:.2f} s",
+            flush=True,
+        )
+
+
+def write_report(results: dict[str, Any]) -> None:
+    DOCS.mkdir(exist_ok=True)
+    (DOCS / "benchmarks.md").write_text(report.markdown(results, CHART), encoding="utf-8")
+    (DOCS / CHART).write_text(report.rps_chart(results), encoding="utf-8")
+    print(f"wrote {DOCS / 'benchmarks.md'} and {DOCS / CHART}")
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=6, help="seconds per wrk run")
+    parser.add_argument("--runs", type=int, default=5, help="wrk rounds; the median is kept")
+    parser.add_argument(
+        "--connections", type=int, nargs="+", default=[16, 64], help="wrk connection counts"
+    )
+    parser.add_argument(
+        "--transfer-mib", type=int, default=1024, help="download/upload size in MiB"
+    )
+    parser.add_argument("--slow-requests", type=int, default=120, help="requests to park")
+    parser.add_argument(
+        "--no-docs", action="store_true", help="keep docs/ as is; only save the raw results"
+    )
+    parser.add_argument(
+        "--report", metavar="JSON", help="rebuild docs/ from saved results, measure nothing"
+    )
+    args = parser.parse_args()
+
+    if args.report:
+        write_report(json.loads(Path(args.report).read_text(encoding="utf-8")))
+        return
+
+    signal.signal(signal.SIGTERM, _terminate)
+    ensure_system_packages()
+    started = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="wechat-gateway-bench-"))
+    try:
+        results = measure(args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    results["wall_seconds"] = time.monotonic() - started
+    machine_info = results["machine"]
+    start_key = "load average at start (1, 5, 15 min)"
+    results["machine"] = {
+        start_key: machine_info.pop(start_key),
+        "load average at end (1, 5, 15 min)": _load_average(),
+        **machine_info,
+    }
+
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    saved = RESULTS / f"{stamp}.json"
+    saved.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"saved {saved}")
+    for name, measured, ok in report.targets(results):
+        print(f"{'PASS' if ok else 'FAIL'}  {name}: {measured}")
+    if not args.no_docs:
+        write_report(results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""The benchmark's processes: start, wait until they answer, watch their memory, stop.
+
+Every process is started in its own session, so stopping one signals exactly the process
+group this harness created (the gunicorn master and its workers, or nginx's master and
+workers) and nothing else on the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def nginx_binary() -> str | None:
+    found = shutil.which("nginx")
+    if found:
+        return found
+    return "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
+
+
+def ensure_system_packages() -> None:
+    """Install wrk and nginx with apt-get when they are missing and we are root."""
+    missing = []
+    if shutil.which("wrk") is None:
+        missing.append("wrk")
+    if nginx_binary() is None:
+        # nginx-light is Debian's smallest nginx up to bookworm; later releases have only nginx.
+        has_light = subprocess.run(
+            ["apt-cache", "show", "nginx-light"], capture_output=True, check=False
+        )
+        missing.append("nginx-light" if has_light.returncode == 0 else "nginx")
+    if not missing:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise SystemExit(f"bench: please install {' '.join(missing)} (wrk and nginx)")
+    print(f"bench: installing {' '.join(missing)} with apt-get", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env)
+
+
+def gunicorn_argv(app: str, port: int, *, workers: int = 2) -> list[str]:
+    """gunicorn with the gateway's default server settings: gevent, 2 workers, 1000 conns."""
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--worker-class",
+        "gevent",
+        "--workers",
+        str(workers),
+        "--worker-connections",
+        "1000",
+        "--keep-alive",
+        "5",
+        "--timeout",
+        "30",
+        "--graceful-timeout",
+        "5",
+        "--no-control-socket",
+        "--log-level",
+        "warning",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--pythonpath",
+        str(BENCH),
+        app,
+    ]
+
+
+def nginx_config(prefix: Path, port: int, fast_port: int, slow_port: int) -> str:
+    """``proxy_pass`` with upstream keepalive; 2 workers; streaming both ways, no disk."""
+    user = ""
+    if os.geteuid() == 0:
+        # A root master would drop its workers to nobody, who cannot use the temp prefix.
+        user = f"user {pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name};"
+    temp = "\n".join(
+        f"  {kind}_temp_path {prefix / kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return f"""\
+{user}
+worker_processes 2;
+daemon off;
+pid {prefix / "nginx.pid"};
+error_log {prefix / "error.log"} warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+{temp}
+  keepalive_requests 1000000;
+  upstream fast {{ server 127.0.0.1:{fast_port}; keepalive 64; keepalive_requests 1000000; }}
+  upstream slow {{ server 127.0.0.1:{slow_port}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    client_max_body_size 0;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_request_buffering off;
+    proxy_max_temp_file_size 0;
+    location /slow/ {{ proxy_pass http://slow; }}
+    location / {{ proxy_pass http://fast; }}
+  }}
+}}
+"""
+
+
+class Service:
+    """One server process (and its children) on a loopback port; a context manager."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        port: int,
+        workdir: Path,
+        *,
+        env: dict[str, str] | None = None,
+        ready_path: str = "/hello",
+        discard_stdout: bool = False,
+    ) -> None:
+        self.name = name
+        self.argv = argv
+        self.port = port
+        self.env = {**os.environ, **(env or {})}
+        self.ready_path = ready_path
+        self.discard_stdout = discard_stdout
+        self.log_path = workdir / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Service:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self, timeout: float = 30.0) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv,
+                stdout=subprocess.DEVNULL if self.discard_stdout else log,
+                stderr=log,
+                env=self.env,
+                cwd=ROOT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited early:\n{self.log_tail()}")
+            if self._answers():
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name} did not answer on port {self.port}:\n{self.log_tail()}")
+
+    def _answers(self) -> bool:
+        request = f"GET {self.ready_path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(request.encode())
+                return sock.recv(16).startswith(b"HTTP/1.1 200")
+        except OSError:
+            return False
+
+    def pids(self) -> list[int]:
+        """The process and all its descendants (gunicorn or nginx master plus workers)."""
+        if self.process is None or self.process.poll() is not None:
+            return []
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(entry.name))
+        found, todo = [], [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            todo.extend(children.get(pid, []))
+        return found
+
+    def stop(self) -> None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    def problems(self) -> list[str]:
+        """Warning and error lines from the log (gunicorn, the gateway, or nginx)."""
+        if not self.log_path.exists():
+            return []
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        marks = ("[WARNING]", "[ERROR]", "[CRITICAL]", "Traceback", "[warn]", "[error]", "[crit]")
+        return [line for line in text.splitlines() if any(mark in line for mark in marks)]
+
+    def log_tail(self, lines: int = 30) -> str:
+        if not self.log_path.exists():
+            return ""
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def rss_bytes(pids: list[int]) -> int:
+    """The summed VmRSS of ``pids`` (pages shared after fork are counted once per process)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status", encoding="ascii") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            continue
+    return total
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU time the processes ``pids`` have used so far."""
+    ticks = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / _TICK
+
+
+class PeakRss:
+    """Samples the summed RSS of a process tree every ``interval`` seconds while open."""
+
+    def __init__(self, pids: list[int], interval: float = 0.05) -> None:
+        self.pids = pids
+        self.interval = interval
+        self.baseline = 0
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> PeakRss:
+        self.baseline = self.peak = rss_bytes(self.pids)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes(self.pids))
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, rss_bytes(self.pids))
