@@ -90,6 +90,7 @@ class Gateway:
         self.sessions = CookieSessionStore(
             SessionCodec(session.secret, session.previous_secrets, clock=clock),
             CookieSpec(session.cookie_name, secure=session.secure, domain=session.cookie_domain),
+            clock=clock,
         )
         self.access = AccessPolicy(settings.access)
         self.public_scheme = settings.public_url.partition("://")[0]

@@ -10,6 +10,7 @@ framing the way RFC 9112 6.3 says, and hand out the body as the bytes arrive, ra
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 
@@ -19,10 +20,16 @@ _RECV = 256 * 1024
 _NO_BODY_STATUS = frozenset({204, 304})
 # RFC 9110 5.5: control characters in a field value are replaced with SP (HTAB stays), so
 # a bare CR or LF can never split the head the gateway writes to the client.
-_CONTROLS = bytes([*range(9), *range(10, 32), 127])
-_CONTROLS_TO_SPACE = bytes.maketrans(_CONTROLS, b" " * len(_CONTROLS))
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
-_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_TOKEN_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _clean(value: str) -> str:
+    """A field value without surrounding whitespace, control characters made spaces."""
+    if _CONTROL.search(value):
+        value = _CONTROL.sub(" ", value)
+    return value.strip(" \t")
 
 
 class InvalidResponse(Exception):
@@ -114,30 +121,28 @@ class Response:
             buf += data
 
     def _parse_head(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
-        status_line = lines[0]
-        version, _, rest = status_line.partition(b" ")
-        code, _, reason = rest.partition(b" ")
-        if not version.startswith(b"HTTP/1.") or len(code) != 3 or not code.isdigit():
+        # latin-1 maps bytes to code points one to one: str methods do the rest faster.
+        lines = head.decode("latin-1").split("\r\n")
+        version, _, rest = lines[0].partition(" ")
+        code, _, reason = rest.partition(" ")
+        if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
             raise InvalidResponse("invalid status line")
         self.status = int(code)
-        self.reason = reason.translate(_CONTROLS_TO_SPACE).decode("latin-1").strip()
+        self.reason = _clean(reason)
         headers: list[tuple[str, str]] = []
         for line in lines[1:]:
-            if line[:1] in (b" ", b"\t"):
+            if line[:1] in (" ", "\t"):
                 if not headers:
                     raise InvalidResponse("continuation line before any header")
                 name, value = headers[-1]
-                more = line.translate(_CONTROLS_TO_SPACE).strip().decode("latin-1")
-                headers[-1] = (name, f"{value} {more}")
+                headers[-1] = (name, f"{value} {_clean(line)}")
                 continue
-            name_bytes, colon, value_bytes = line.partition(b":")
-            if not colon or not name_bytes or not _TOKEN.issuperset(name_bytes):
+            name, colon, value = line.partition(":")
+            if not colon or not _TOKEN_NAME.fullmatch(name):
                 raise InvalidResponse("invalid header line")
-            value = value_bytes.translate(_CONTROLS_TO_SPACE).strip().decode("latin-1")
-            headers.append((name_bytes.decode("ascii"), value))
+            headers.append((name, _clean(value)))
         self.headers = headers
-        self.will_close = version == b"HTTP/1.0"
+        self.will_close = version == "HTTP/1.0"
 
     def _decide_framing(self, method: str) -> None:
         """RFC 9112 6.3: how the body ends."""

@@ -18,6 +18,7 @@ RFC 3986 unreserved characters as they are.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -55,8 +56,11 @@ def encode_avatar(url: str) -> str:
     return quote(_utf8(_CONTROLS.sub("", url)), safe=_URL_SAFE)
 
 
-def identity_headers(session: Session) -> list[tuple[str, str]]:
-    """The identity headers for a request made with this session, in a fixed order."""
+@lru_cache(maxsize=4096)
+def identity_headers(session: Session) -> tuple[tuple[str, str], ...]:
+    """The identity headers for a request made with this session, in a fixed order.
+
+    Remembered per session: a browser makes many requests with the same one."""
     headers = [(OPENID, _token(session.openid)), (APPID, _token(session.app_id))]
     if session.unionid:
         headers.append((UNIONID, _token(session.unionid)))
@@ -64,7 +68,7 @@ def identity_headers(session: Session) -> list[tuple[str, str]]:
         headers.append((NICKNAME, encode_nickname(session.nickname)))
     if session.avatar:
         headers.append((AVATAR, encode_avatar(session.avatar)))
-    return headers
+    return tuple(headers)
 
 
 def _token(value: str) -> str:

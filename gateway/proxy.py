@@ -79,6 +79,9 @@ _CHUNK = 64 * 1024
 _STREAM_CHUNK = 256 * 1024
 _SMALL_BODY = 64 * 1024
 _MAX_IDLE = 64
+_TRUSTED_IDLE = 0.5
+# Methods a stale connection may make the gateway send twice (RFC 9110 9.2.2).
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 _COOKIE_SEPARATOR = re.compile(r"[;,]")
 
@@ -127,7 +130,7 @@ class Upstream:
         self.allow = AllowList(settings.allow) if settings.allow is not None else None
         self.timeout = settings.timeout
         self.read_timeout = settings.read_timeout
-        self._idle: deque[socket.socket] = deque()
+        self._idle: deque[tuple[socket.socket, float]] = deque()
         self._ssl_context = ssl_context
         if scheme == "https" and ssl_context is None:
             self._ssl_context = ssl.create_default_context()
@@ -158,13 +161,20 @@ class Upstream:
             return False
         return prefix.endswith("/") or path[len(prefix)] in "/?"
 
-    def connect(self, *, new: bool = False) -> tuple[socket.socket, bool]:
-        """An idle pooled connection that still looks open (unless ``new``), else a new one."""
+    def connect(self, *, new: bool = False, retryable: bool = False) -> tuple[socket.socket, bool]:
+        """An idle pooled connection that still looks open (unless ``new``), else a new one.
+
+        The open-check costs two system calls; a ``retryable`` request (idempotent, body in
+        memory) skips it on a connection idle for less than half a second, since meeting
+        one the upstream just closed only costs it a retry.
+        """
         while not new:
             try:
-                sock = self._idle.pop()
+                sock, released = self._idle.pop()
             except IndexError:
                 break
+            if retryable and time.monotonic() - released < _TRUSTED_IDLE:
+                return sock, True
             if _looks_open(sock):
                 return sock, True
             sock.close()
@@ -186,13 +196,13 @@ class Upstream:
 
     def release(self, sock: socket.socket) -> None:
         if len(self._idle) < _MAX_IDLE:
-            self._idle.append(sock)
+            self._idle.append((sock, time.monotonic()))
         else:
             sock.close()
 
     def close(self) -> None:
         while self._idle:
-            self._idle.pop().close()
+            self._idle.pop()[0].close()
 
 
 def _looks_open(sock: socket.socket) -> bool:
@@ -215,6 +225,14 @@ def _looks_open(sock: socket.socket) -> bool:
     except OSError:
         return False
     return False
+
+
+def _send_all(sock: socket.socket, data: bytes) -> None:
+    """``sendall``, but a head that fits the send buffer costs one call (gevent's
+    ``sendall`` asks the socket for its buffer size on every call)."""
+    sent = sock.send(data)
+    if sent < len(data):
+        sock.sendall(memoryview(data)[sent:])
 
 
 def _reason(exc: BaseException) -> str:
@@ -311,17 +329,25 @@ def _check_percent_encoding(path: str) -> None:
             raise BadRequest("the path contains characters that must be percent-encoded")
 
 
-_name_cache: dict[str, str] = {}
+_plans: dict[str, tuple[str, str] | None] = {}
 
 
-def _header_name(environ_key: str) -> str:
-    """``HTTP_X_REQUEST_ID`` -> ``X-Request-Id`` (header names are case-insensitive)."""
-    name = _name_cache.get(environ_key)
-    if name is None:
+def _plan(environ_key: str) -> tuple[str, str] | None:
+    """What to do with one environ key: ``(Header-Name, lower-case name)`` to copy it, or
+    None to leave it out (not a header, a client identity header, hop-by-hop, or one the
+    gateway sets itself). Remembered, since the same keys come with every request."""
+    if environ_key in _plans:
+        return _plans[environ_key]
+    plan: tuple[str, str] | None = None
+    if environ_key.startswith("HTTP_") and not is_client_identity_key(environ_key):
+        # HTTP_X_REQUEST_ID -> X-Request-Id (header names are case-insensitive).
         name = environ_key[5:].replace("_", "-").title()
-        if len(_name_cache) < 2048:
-            _name_cache[environ_key] = name
-    return name
+        lower = name.lower()
+        if lower not in _hop_by_hop and lower not in _request_replaced and lower != "content-type":
+            plan = (name, lower)
+    if len(_plans) < 4096:
+        _plans[environ_key] = plan
+    return plan
 
 
 def _connection_tokens(value: str | None) -> frozenset[str]:
@@ -386,13 +412,11 @@ def build_request_head(
     if content_type:
         lines.append(f"Content-Type: {content_type}")
     for key, value in environ.items():
-        if not key.startswith("HTTP_") or is_client_identity_key(key):
+        plan = _plan(key)
+        if plan is None:
             continue
-        name = _header_name(key)
-        lower = name.lower()
-        if lower in _hop_by_hop or lower in _request_replaced or lower in connection_listed:
-            continue
-        if lower == "content-type":
+        name, lower = plan
+        if lower in connection_listed:
             continue
         if lower == "cookie":
             value = filter_cookie_header(value, context.gateway_cookies)
@@ -525,7 +549,7 @@ class Forwarder:
         self, upstream: Upstream, method: str, payload: bytes, body: _RequestBody | None
     ) -> tuple[socket.socket, Response]:
         """Send the request, wait for the response head; retry once on a stale connection."""
-        sock, reused = upstream.connect()
+        sock, reused = upstream.connect(retryable=body is None and method in _IDEMPOTENT)
         try:
             return sock, self._send_and_begin(
                 upstream, sock, method, payload, body, fresh=not reused
@@ -556,11 +580,11 @@ class Forwarder:
         sock.settimeout(upstream.timeout)
         sent_body = False
         try:
-            sock.sendall(payload)
+            _send_all(sock, payload)
             if body is not None:
                 for piece in body.chunks():
                     sent_body = True
-                    sock.sendall(piece)
+                    _send_all(sock, piece)
         except (BrokenPipeError, ConnectionResetError) as exc:
             # The upstream may have answered early (e.g. 413) and closed: read that answer.
             if not sent_body and not fresh:
@@ -585,7 +609,8 @@ class Forwarder:
                 f"the upstream sent no response headers within {upstream.timeout:g}s"
             ) from None
         except (ClosedBeforeResponse, ConnectionResetError) as exc:
-            if not fresh and send_error is None and not sent_body:
+            # Closed after taking the request: a retry is safe only if sending it twice is.
+            if not fresh and send_error is None and not sent_body and method in _IDEMPOTENT:
                 raise _StaleConnection from None
             sock.close()
             raise UpstreamUnavailable(f"the upstream {_reason(exc)}") from None

@@ -18,6 +18,7 @@ upstream connection pools and HTTP clients.
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import time
@@ -54,7 +55,22 @@ def redact_target(target: str) -> str:
 
 
 class AccessLogger(Logger):  # type: ignore[misc]
-    """Combined-format access lines, with sensitive query values redacted, cheaply built."""
+    """Combined-format access lines, with sensitive query values redacted, cheaply built.
+
+    One line per request is a measurable share of a proxy's time when it goes through
+    ``logging`` (a record, a lock, a formatter, a clock call each), so a line for a plain
+    stream handler is written straight to its stream, with the date formatted once a second.
+    """
+
+    _stamp_second = -1
+    _stamp = ""
+
+    def _date(self) -> str:
+        now = int(time.time())
+        if now != self._stamp_second:
+            self._stamp = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(now))
+            self._stamp_second = now
+        return self._stamp
 
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
         if not self.cfg.accesslog:
@@ -64,7 +80,7 @@ class AccessLogger(Logger):  # type: ignore[misc]
         millis = request_time.seconds * 1000 + request_time.microseconds // 1000
         line = '%s - - [%s] "%s %s %s" %s %s "%s" "%s" %dms' % (  # noqa: UP031 - hot path
             environ.get("REMOTE_ADDR", "-"),
-            time.strftime("%d/%b/%Y:%H:%M:%S %z"),
+            self._date(),
             environ.get("REQUEST_METHOD", "-"),
             redact_target(environ.get("RAW_URI", "-")),
             environ.get("SERVER_PROTOCOL", "-"),
@@ -74,7 +90,17 @@ class AccessLogger(Logger):  # type: ignore[misc]
             environ.get("HTTP_USER_AGENT", "-"),
             millis,
         )
-        self.access_log.info(line)
+        handlers = self.access_log.handlers
+        if len(handlers) == 1 and type(handlers[0]) is logging.StreamHandler:
+            handler = handlers[0]
+            handler.acquire()
+            try:
+                handler.stream.write(line + "\n")
+                handler.stream.flush()
+            finally:
+                handler.release()
+        else:
+            self.access_log.info(line)
 
 
 class GatewayServer(BaseApplication):  # type: ignore[misc]

@@ -110,6 +110,7 @@ _SESSION_FIELDS = 8
 _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 _JSON_DECODER = json.JSONDecoder()
+_OPENED_CACHE = 4096
 
 
 class SessionTooLarge(ValueError):
@@ -347,20 +348,36 @@ class CookieSessionStore:
 
     ``load`` reads the session a request carries (``None`` for none or an invalid one);
     ``save`` and ``clear`` give the ``Set-Cookie`` header that writes or removes it.
+
+    A browser sends the same cookie on every request, so each worker remembers the last
+    few thousand cookies it opened (only ones that opened: a forged value is never a key)
+    and skips the cryptography for them; the sealed expiry is still checked every time.
     """
 
-    __slots__ = ("codec", "cookie")
+    __slots__ = ("_opened", "clock", "codec", "cookie")
 
-    def __init__(self, codec: SessionCodec, cookie: CookieSpec) -> None:
+    def __init__(
+        self, codec: SessionCodec, cookie: CookieSpec, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.codec = codec
         self.cookie = cookie
+        self.clock = clock
+        self._opened: dict[str, tuple[Session, bool]] = {}
 
     def load(self, environ: WSGIEnvironment) -> tuple[Session, bool] | None:
         """The request's session and whether to re-issue it (it was read with an old key)."""
         for value in request_cookies(environ, self.cookie.name):
-            found = self.codec.decode_with_meta(value)
-            if found is not None:
-                return found
+            found = self._opened.get(value)
+            if found is None:
+                found = self.codec.decode_with_meta(value)
+                if found is None:
+                    continue
+                if len(self._opened) >= _OPENED_CACHE:
+                    self._opened.clear()  # plain dict operations stay safe across threads
+                self._opened[value] = found
+            elif found[0].is_expired(self.clock()):
+                continue
+            return found
         return None
 
     def save(self, session: Session, now: float) -> tuple[str, str]:

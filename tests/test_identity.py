@@ -148,13 +148,13 @@ def test_any_avatar_becomes_a_safe_header(avatar: str) -> None:
 
 
 def test_identity_headers() -> None:
-    assert identity_headers(_session(nickname="张三\x14🚀")) == [
+    assert identity_headers(_session(nickname="张三\x14🚀")) == (
         (OPENID, "oWX3Z5dKk2bVf0Yx3Qd8hT1nGq2A"),
         (APPID, "wx5e1a2b3c4d5e6f70"),
         (UNIONID, "o6_bmasdasdsad6_2sgVt7hMZOPfL"),
         (NICKNAME, "%E5%BC%A0%E4%B8%89%F0%9F%9A%80"),
         (AVATAR, "https://thirdwx.qlogo.cn/mmopen/vi_32/Q0j4TwGTfTK/132"),
-    ]
+    )
 
 
 def test_header_names_are_the_contracts() -> None:
