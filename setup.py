@@ -41,7 +41,6 @@ setup(
     entry_points={"console_scripts": ["wechat-gateway = gateway.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
-        "License :: OSI Approved :: MIT License",
         "Topic :: Internet :: WWW/HTTP :: WSGI :: Middleware",
     ],
 )
