@@ -36,7 +36,13 @@ from gateway.errors import (
 )
 from gateway.identity import identity_headers
 from gateway.ledger import CallbackLedger
-from gateway.login import TRUSTED_PROXY_KEY, LoginFlow, forwarded_host, original_uri
+from gateway.login import (
+    LOGOUT_PATH,
+    TRUSTED_PROXY_KEY,
+    LoginFlow,
+    forwarded_host,
+    original_uri,
+)
 from gateway.metrics import Metrics
 from gateway.pages import API_CALL_KEY, error_response, is_api_call, json_response, respond
 from gateway.paths import policy_path
@@ -286,7 +292,7 @@ class Gateway:
         return NotAllowed(
             f"openid: {decision.session.openid}",
             actions=(
-                ("Sign out", self.settings.public_url + "/_gateway/logout"),
+                ("Sign out", self.settings.public_url + LOGOUT_PATH),
                 ("Sign in with another account", self.login.login_url()),
             ),
             extra_headers=(decision.set_cookie,) if decision.set_cookie else (),

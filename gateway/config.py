@@ -17,7 +17,7 @@ import difflib
 import ipaddress
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -757,15 +757,6 @@ def _validate_upstreams(top: _Section) -> tuple[UpstreamSettings, ...]:
     return tuple(result)
 
 
-def iter_secret_values(settings: Settings) -> Iterator[str]:
-    """Every secret in the settings, so log filters and tests can check none leaks."""
-    yield settings.wechat.app_secret
-    if settings.wechat.official_account is not None:
-        yield settings.wechat.official_account.app_secret
-    yield settings.session.secret
-    yield from settings.session.previous_secrets
-
-
 __all__ = [
     "ENV_CONFIG",
     "AccessSettings",
@@ -779,7 +770,6 @@ __all__ = [
     "WeChatSettings",
     "check_bind",
     "default_config_path",
-    "iter_secret_values",
     "load_settings",
     "parse_duration",
     "parse_settings",

@@ -15,7 +15,6 @@ The tree, and what the browser gets::
         │                                or from another browser
         ├── LoginCancelled          401  the user declined on WeChat (no code)
         ├── SnapshotUser            401  WeChat's snapshot mode: only a preview identity
-        ├── SessionExpired          401  revalidation: WeChat says the authorization is gone
         ├── SignInRequired          401  forward-auth check without a session
         ├── NotAllowed              403  signed in, but not on the allow list
         ├── WeChatFailed            502  WeChat answered with an error or garbage
@@ -129,12 +128,6 @@ class SnapshotUser(LoginError):
         "WeChat only shared a preview of your identity. Tap 'Use full service' at the bottom"
         " of the page in WeChat, then confirm the sign-in."
     )
-
-
-class SessionExpired(LoginError):
-    status = 401
-    title = "Please sign in again"
-    hint = "Your WeChat authorization for this application has ended. Sign in again."
 
 
 class SignInRequired(LoginError):

@@ -132,7 +132,6 @@ ERRORS_ZH: Final[Mapping[str, ErrorText]] = {
         "请打开完整页面登录",
         "微信只提供了您身份的预览。请在微信中点击页面底部的“使用完整服务”，然后确认登录。",
     ),
-    "SessionExpired": ErrorText("请重新登录", "您对此应用的微信授权已结束，请重新登录。"),
     "SignInRequired": ErrorText("需要登录", "请先使用微信登录。"),
     "WeChatMisconfigured": ErrorText(
         "登录配置有误", "微信拒绝了此应用的登录配置。您无法自行解决，请告知管理员。"

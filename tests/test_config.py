@@ -20,7 +20,6 @@ from gateway.config import (
     OfficialAccountSettings,
     Settings,
     default_config_path,
-    iter_secret_values,
     load_settings,
     parse_duration,
     parse_settings,
@@ -258,13 +257,6 @@ def test_session_secret_of_exactly_32_characters_is_enough() -> None:
     assert parse(with_section("session", secret="s" * 32)).session.secret == "s" * 32
     found = problems(with_section("session", secret="s" * 31))
     assert "32" in problem_for(found, "session.secret")
-
-
-def test_iter_secret_values_lists_every_secret() -> None:
-    config = with_section("session", previous_secrets=[PREVIOUS_SECRET])
-    config["wechat"]["official_account"] = {"app_id": "wxoa", "app_secret": OA_SECRET}
-    secrets = set(iter_secret_values(parse(config)))
-    assert secrets == {APP_SECRET, OA_SECRET, SESSION_SECRET, PREVIOUS_SECRET}
 
 
 # --- immutability -------------------------------------------------------------------------
