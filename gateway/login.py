@@ -20,6 +20,14 @@ browser that did not start the login finds no state: 400, and no call to WeChat.
 successful callback the state stays in that cookie marked as used, so the same browser
 replaying the callback (back button, reload) lands on its target again instead of an error,
 while everyone else still gets 400.
+
+Inside WeChat's own browser (``MicroMessenger`` in the User-Agent) and with
+``wechat.official_account`` configured, the same steps run through the Official Account's
+``/connect/oauth2/authorize`` instead of the QR page; the pending login remembers which
+flow it started, so the callback asks the right app. WeChat's in-app browser sometimes
+opens the callback twice with one code: ``gateway.ledger`` lets the second request answer
+like the first instead of failing on the spent code. With ``login.mode: page`` the QR code
+is embedded in the gateway's own page (``gateway.pages.login_page_response``).
 """
 
 from __future__ import annotations
