@@ -58,9 +58,11 @@ class Response:
         "bodiless",
         "chunked",
         "complete",
+        "connection_tokens",
         "declared_length",
         "headers",
         "length",
+        "lower_names",
         "reason",
         "status",
         "will_close",
@@ -69,6 +71,10 @@ class Response:
     status: int
     reason: str
     headers: list[tuple[str, str]]
+    #: The header names lower-cased, in the order of ``headers``.
+    lower_names: list[str]
+    #: The ``Connection`` tokens, lower-cased: names of more hop-by-hop headers.
+    connection_tokens: frozenset[str]
     length: int | None
     bodiless: bool
     declared_length: int | None
@@ -133,6 +139,7 @@ class Response:
         self.status = int(code)
         self.reason = _clean(reason)
         headers: list[tuple[str, str]] = []
+        lower_names: list[str] = []
         for line in lines[1:]:
             if line[:1] in (" ", "\t"):
                 if not headers:
@@ -144,7 +151,9 @@ class Response:
             if not colon or not _TOKEN_NAME.fullmatch(name):
                 raise InvalidResponse("invalid header line")
             headers.append((name, _clean(value)))
+            lower_names.append(name.lower())
         self.headers = headers
+        self.lower_names = lower_names
         self.will_close = version == "HTTP/1.0"
 
     def _decide_framing(self, method: str) -> None:
@@ -152,14 +161,14 @@ class Response:
         transfer_codings: list[str] = []
         lengths: set[str] = set()
         connection: set[str] = set()
-        for name, value in self.headers:
-            lower = name.lower()
+        for (_, value), lower in zip(self.headers, self.lower_names, strict=True):
             if lower == "transfer-encoding":
                 transfer_codings.extend(c.strip().lower() for c in value.split(",") if c.strip())
             elif lower == "content-length":
                 lengths.update(v.strip() for v in value.split(","))
             elif lower == "connection":
                 connection.update(t.strip().lower() for t in value.split(","))
+        self.connection_tokens = frozenset(connection)
         # HTTP/1.0 closes unless asked to keep alive; HTTP/1.1 keeps alive unless told not to.
         http10 = self.will_close
         self.will_close = "close" in connection or (http10 and "keep-alive" not in connection)

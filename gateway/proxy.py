@@ -655,15 +655,9 @@ class Forwarder:
         return _StreamedBody(upstream, sock, response)
 
     def _response_headers(self, upstream: Upstream, response: Response) -> list[tuple[str, str]]:
-        connection_listed = frozenset(
-            token.strip().lower()
-            for name, value in response.headers
-            if name.lower() == "connection"
-            for token in value.split(",")
-        )
+        connection_listed = response.connection_tokens
         headers: list[tuple[str, str]] = []
-        for name, value in response.headers:
-            lower = name.lower()
+        for (name, value), lower in zip(response.headers, response.lower_names, strict=True):
             if lower in _hop_by_hop or lower == "content-length" or lower in connection_listed:
                 continue
             if lower == "location":
