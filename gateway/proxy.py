@@ -82,7 +82,8 @@ _MAX_IDLE = 64
 _TRUSTED_IDLE = 0.5
 # Methods a stale connection may make the gateway send twice (RFC 9110 9.2.2).
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
-_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_UNENCODED = re.compile(r"[\x00-\x20\x7f]")
 _COOKIE_SEPARATOR = re.compile(r"[;,]")
 
 
@@ -318,15 +319,10 @@ def request_target(environ: WSGIEnvironment) -> str:
 
 
 def _check_percent_encoding(path: str) -> None:
-    start = path.find("%")
-    while start != -1:
-        pair = path[start + 1 : start + 3]
-        if len(pair) != 2 or pair[0] not in _HEX_DIGITS or pair[1] not in _HEX_DIGITS:
-            raise BadRequest("the path has an invalid percent-encoding")
-        start = path.find("%", start + 3)
-    for char in path:
-        if char <= " " or char >= "\x7f":
-            raise BadRequest("the path contains characters that must be percent-encoded")
+    if "%" in path and _BAD_ESCAPE.search(path):
+        raise BadRequest("the path has an invalid percent-encoding")
+    if not path.isascii() or _UNENCODED.search(path):
+        raise BadRequest("the path contains characters that must be percent-encoded")
 
 
 _plans: dict[str, tuple[str, str] | None] = {}
