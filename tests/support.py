@@ -2,26 +2,35 @@
 
 ``GatewayProcess`` starts the real ``wechat-gateway serve`` command (gunicorn and all) on
 loopback with a config written to a temporary file, waits until ``/_gateway/healthz``
-answers, and stops it with SIGTERM like an orchestrator would.
+answers, and stops it with SIGTERM like an orchestrator would (``stop_process``).
+
+Also here, for every end-to-end client: the session cookie's name (``COOKIE``) and a
+minted value for it (``session_cookie``), a browser's ``Accept`` (``HTML_ACCEPT``), the
+action links of a gateway page (``links``), and header lookup by name (``HeaderLookup``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import html
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 SESSION_SECRET = "test-session-secret-0123456789abcdefghij"
 APP_ID = "wx0123456789abcdef"
 APP_SECRET = "test-app-secret-do-not-log-0123456789"
+COOKIE = "wechat_gateway"
+HTML_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
 
 def free_port() -> int:
@@ -54,6 +63,19 @@ def base_config(port: int, upstream_url: str, **overrides: Any) -> dict[str, Any
         else:
             config[key] = value
     return config
+
+
+def stop_process(
+    process: subprocess.Popen[bytes] | None, sig: signal.Signals, *, timeout: float
+) -> None:
+    """Send ``sig`` to a child still running and wait for it; kill it after ``timeout``."""
+    if process is not None and process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 class GatewayProcess:
@@ -100,13 +122,7 @@ class GatewayProcess:
         self.stop()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, signal.SIGTERM, timeout=15)
         if hasattr(self, "_log"):
             self._log.close()
 
@@ -142,3 +158,32 @@ def session_cookie(
         expires_at=now + lifetime,
     )
     return SessionCodec(secret).encode(session)
+
+
+def links(page: str) -> dict[str, str]:
+    """label -> href of the action links (``<a class="button">``) on a gateway page."""
+    return {
+        html.unescape(label): html.unescape(href)
+        for href, label in re.findall(r'<a class="button" href="([^"]*)">([^<]*)</a>', page)
+    }
+
+
+class HeaderLookup:
+    """``values`` and ``value`` of a header among ``headers``: (name, value) pairs as they
+    came, repeats kept, names matched whatever their case."""
+
+    #: How a header that came more than once is reported: "X-Name received 2 times".
+    repeated = "received"
+
+    if TYPE_CHECKING:
+
+        @property
+        def headers(self) -> Sequence[tuple[str, str]]: ...
+
+    def values(self, name: str) -> list[str]:
+        return [v for n, v in self.headers if n.lower() == name.lower()]
+
+    def value(self, name: str) -> str | None:
+        values = self.values(name)
+        assert len(values) <= 1, f"{name} {self.repeated} {len(values)} times: {values}"
+        return values[0] if values else None

@@ -15,305 +15,36 @@ the app's view too):
   ``http://login.example.test:PORT``: the client connects to loopback and names the host in
   ``Host``, the way DNS would have brought it there.
 
-WeChat is the project's simulator; signing in goes through it hop by hop. Identities that
-need no login (a user removed from a list, a user on one upstream only) are minted cookies.
-``Client`` and ``Browser`` are raw-socket clients, so paths and headers reach the gateway
-exactly as written (HTTP libraries normalise ``/../`` and merge header spellings); the
-forward-auth and nginx tests use them too.
+WeChat is the project's simulator, seen through its website app (``wechat_app``); signing
+in goes through it hop by hop. ``wechat_app`` and the default app ``raw`` come from
+``tests/conftest.py``. Identities that need no login (a user removed from a list, a user on
+one upstream only) are minted cookies. ``send`` and ``Browser`` (``tests.raw_e2e``, shared
+with the forward-auth and nginx tests) write raw sockets, so paths and headers reach the
+gateway exactly as written (HTTP libraries normalise ``/../`` and merge header spellings).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import html
-import json
 import os
 import re
 import secrets
 import socket
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote_to_bytes, urlsplit
+from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 import pytest
 
-from gateway.simulator import Simulator, SimulatorServer
-from tests.support import GatewayProcess, base_config, free_port, session_cookie
+from tests.raw_e2e import SPOOFS, Browser, Reply, WeChat, rd_of, send, start_gateway
+from tests.support import COOKIE, HTML_ACCEPT, GatewayProcess, free_port, links, session_cookie
 from tests.upstreams import RawUpstream, Seen
 
-COOKIE = "wechat_gateway"
-HTML_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
-IDENTITY_HEADERS = (
-    "X-WeChat-OpenID",
-    "X-WeChat-AppID",
-    "X-WeChat-UnionID",
-    "X-WeChat-Nickname",
-    "X-WeChat-Avatar",
-)
 #: How long every worker may take to follow a changed allow file.
 RELOAD_BUDGET = 2.5
-
-
-# --- a raw HTTP/1.1 client ------------------------------------------------------------------
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def values(self, name: str) -> list[str]:
-        return [v for n, v in self.headers if n.lower() == name.lower()]
-
-    def value(self, name: str) -> str | None:
-        values = self.values(name)
-        assert len(values) <= 1, f"{name} received {len(values)} times: {values}"
-        return values[0] if values else None
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8", "replace")
-
-    @property
-    def location(self) -> str:
-        assert self.status in (301, 302, 303, 307), (self.status, self.text[:300])
-        value = self.value("Location")
-        assert value is not None
-        return value
-
-    def json(self) -> dict[str, Any]:
-        assert (self.value("Content-Type") or "").startswith("application/json"), self.headers
-        result: dict[str, Any] = json.loads(self.body)
-        return result
-
-    def echo(self) -> Seen:
-        """The request as the app (a ``RawUpstream`` echoing it) received it."""
-        assert self.status == 200, (self.status, self.text[:500])
-        head, _, wire = self.body.partition(b"\r\n\r\n")
-        return Seen(head, wire, wire, 0)
-
-    def set_cookie(self, name: str) -> dict[str, str] | None:
-        """The ``Set-Cookie`` for ``name``: ``value`` and lower-cased attributes."""
-        found = [c for c in map(parse_set_cookie, self.values("Set-Cookie")) if c["name"] == name]
-        assert len(found) <= 1, f"{name} set {len(found)} times"
-        return found[0] if found else None
-
-
-def parse_set_cookie(header: str) -> dict[str, str]:
-    pair, *attributes = (part.strip() for part in header.split(";"))
-    name, _, value = pair.partition("=")
-    cookie = {"name": name, "value": value}
-    for attribute in attributes:
-        key, _, val = attribute.partition("=")
-        cookie[key.strip().lower()] = val.strip()
-    return cookie
-
-
-def send(
-    port: int,
-    target: str,
-    headers: Sequence[tuple[str, str]] = (),
-    *,
-    method: str = "GET",
-    host: str | None = None,
-    body: bytes = b"",
-    timeout: float = 15,
-) -> Reply:
-    """One request on a fresh connection, written exactly as given; ``Host`` defaults to
-    the loopback address (pass ``host=""`` to send none)."""
-    lines = [f"{method} {target} HTTP/1.1"]
-    if host != "":
-        lines.append(f"Host: {host or f'127.0.0.1:{port}'}")
-    lines.append("Connection: close")
-    lines += [f"{name}: {value}" for name, value in headers]
-    if body:
-        lines.append(f"Content-Length: {len(body)}")
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + body)
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    status_line, *fields = head.decode("latin-1").split("\r\n")
-    parsed = [tuple(part.strip() for part in line.split(":", 1)) for line in fields]
-    reply = Reply(int(status_line.split(" ")[1]), [(n, v) for n, v in parsed], rest)
-    if method == "HEAD" or reply.status in (204, 304):
-        reply.body = b""
-    elif (reply.value("Transfer-Encoding") or "").lower() == "chunked":
-        reply.body = _dechunk(rest)
-    elif reply.value("Content-Length") is not None:
-        reply.body = rest[: int(reply.value("Content-Length") or 0)]
-    return reply
-
-
-def _dechunk(data: bytes) -> bytes:
-    body = b""
-    while True:
-        size_line, _, data = data.partition(b"\r\n")
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            return body
-        body, data = body + data[:size], data[size + 2 :]
-
-
-def send_url(url: str, headers: Sequence[tuple[str, str]] = (), **kwargs: Any) -> Reply:
-    """``send`` to an absolute URL whose host resolves to loopback (``*.test`` names too)."""
-    parts = urlsplit(url)
-    assert parts.port is not None, url
-    target = parts.path or "/"
-    if parts.query:
-        target += "?" + parts.query
-    return send(parts.port, target, headers, host=parts.netloc, **kwargs)
-
-
-# --- a browser, as far as cookies go ----------------------------------------------------------
-
-
-@dataclass
-class _Cookie:
-    name: str
-    value: str
-    host: str  # the host that set it
-    domain: str | None  # Domain attribute, without the leading dot
-    path: str
-
-
-@dataclass
-class Browser:
-    """Keeps cookies by name, domain and path (RFC 6265, as far as the tests need) and
-    follows no redirect on its own. Every request goes to loopback with the URL's host in
-    ``Host``."""
-
-    accept: str = HTML_ACCEPT
-    cookies: list[_Cookie] = field(default_factory=list)
-
-    def cookie_header(self, host: str, path: str) -> str:
-        def matches(cookie: _Cookie) -> bool:
-            if cookie.domain is None:
-                host_ok = cookie.host == host
-            else:
-                host_ok = host == cookie.domain or host.endswith("." + cookie.domain)
-            return host_ok and path.startswith(cookie.path)
-
-        return "; ".join(f"{c.name}={c.value}" for c in self.cookies if matches(c))
-
-    def get(self, url: str, headers: Sequence[tuple[str, str]] = (), **kwargs: Any) -> Reply:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        sent = [("Accept", self.accept), ("Accept-Language", "en"), *headers]
-        cookie = self.cookie_header(host, parts.path or "/")
-        if cookie:
-            sent.append(("Cookie", cookie))
-        reply = send_url(url, sent, **kwargs)
-        for header in reply.values("Set-Cookie"):
-            self._store(host, parse_set_cookie(header))
-        return reply
-
-    def _store(self, host: str, parsed: dict[str, str]) -> None:
-        domain = parsed.get("domain", "").lstrip(".").lower() or None
-        path = parsed.get("path", "/")
-        self.cookies = [
-            c
-            for c in self.cookies
-            if (c.name, c.domain, c.path) != (parsed["name"], domain, path)
-            or (domain is None and c.host != host)
-        ]
-        if parsed.get("max-age") != "0" and parsed["value"]:
-            self.cookies.append(_Cookie(parsed["name"], parsed["value"], host, domain, path))
-
-    def set(self, name: str, value: str, host: str) -> None:
-        self.cookies.append(_Cookie(name, value, host, None, "/"))
-
-    def value_of(self, name: str) -> str | None:
-        return next((c.value for c in self.cookies if c.name == name), None)
-
-
-def links(page: str) -> dict[str, str]:
-    """label -> href of the action buttons on a gateway page."""
-    return {
-        html.unescape(label): html.unescape(href)
-        for href, label in re.findall(r'<a class="button" href="([^"]*)">([^<]*)</a>', page)
-    }
-
-
-def rd_of(url: str) -> str:
-    """The ``rd`` a login URL carries (``/`` when it has none)."""
-    return parse_qs(urlsplit(url).query).get("rd", ["/"])[0]
-
-
-# --- WeChat, simulated ----------------------------------------------------------------------
-
-
-class WeChat:
-    """The simulator on a socket, and what the tests need from it."""
-
-    def __init__(self, server: SimulatorServer) -> None:
-        self.server = server
-        self.simulator = server.simulator
-        self.app = self.simulator.app_of_kind("website")
-
-    def openid(self, user: str) -> str:
-        return self.simulator.openid(self.app.app_id, user)
-
-    def unionid(self, user: str) -> str:
-        return self.simulator.unionid(user)
-
-    def settings(self) -> dict[str, Any]:
-        return {
-            "app_id": self.app.app_id,
-            "app_secret": self.app.app_secret,
-            "open_base": self.server.url,
-            "api_base": self.server.url,
-            "timeout": 2,
-        }
-
-    def cookie(self, user: str) -> str:
-        """A session cookie value for ``user``, as a login would have set it."""
-        return session_cookie(self.openid(user), unionid=self.unionid(user), app_id=self.app.app_id)
-
-    def sign_in(
-        self,
-        browser: Browser,
-        login_url: str,
-        user: str,
-        headers: Sequence[tuple[str, str]] = (),
-    ) -> Reply:
-        """From a login URL (``/_gateway/login``, or any URL that redirects there) through
-        WeChat as ``user``; the callback's reply. ``headers`` go with the first request."""
-        start = browser.get(login_url, headers)
-        if "/_gateway/login" in start.location:
-            start = browser.get(start.location)
-        authorize = start.location.split("#", 1)[0]
-        assert authorize.startswith(self.server.url + "/connect/qrconnect?"), authorize
-        confirmed = send_url(authorize + f"&sim_user={user}")
-        callback = confirmed.location
-        assert "/_gateway/callback?" in callback, callback
-        return browser.get(callback)
-
-
-@pytest.fixture(scope="module")
-def wechat() -> Iterator[WeChat]:
-    with SimulatorServer(Simulator.default()) as server:
-        yield WeChat(server)
-
-
-@pytest.fixture(scope="module")
-def raw() -> Iterator[RawUpstream]:
-    upstream = RawUpstream()
-    yield upstream
-    upstream.close()
-
-
-def start_gateway(
-    tmp: Path, wechat: WeChat, upstream: str, port: int | None = None, **overrides: Any
-) -> GatewayProcess:
-    port = port or free_port()
-    overrides["wechat"] = {**wechat.settings(), **overrides.get("wechat", {})}
-    return GatewayProcess(base_config(port, upstream, **overrides), tmp)
 
 
 def arrived(upstream: RawUpstream, since: int) -> list[Seen]:
@@ -398,14 +129,14 @@ class AllowDeployment:
 
 @pytest.fixture(scope="module")
 def gw_allow(
-    tmp_path_factory: pytest.TempPathFactory, wechat: WeChat, raw: RawUpstream
+    tmp_path_factory: pytest.TempPathFactory, wechat_app: WeChat, raw: RawUpstream
 ) -> Iterator[AllowDeployment]:
     tmp = tmp_path_factory.mktemp("allow")
     allow_file = tmp / "allow.txt"
-    allow_file.write_text(baseline_allow_file(wechat), encoding="utf-8")
+    allow_file.write_text(baseline_allow_file(wechat_app), encoding="utf-8")
     with start_gateway(
         tmp,
-        wechat,
+        wechat_app,
         raw.url,
         server={"workers": 3},
         access={
@@ -415,7 +146,7 @@ def gw_allow(
             "allow_preflight": False,
         },
     ) as gateway:
-        yield AllowDeployment(gateway, wechat, raw, allow_file)
+        yield AllowDeployment(gateway, wechat_app, raw, allow_file)
 
 
 def baseline_allow_file(wechat: WeChat) -> str:
@@ -643,18 +374,18 @@ class PublicDeployment:
 
 @pytest.fixture(scope="module")
 def gw_public(
-    tmp_path_factory: pytest.TempPathFactory, wechat: WeChat, raw: RawUpstream
+    tmp_path_factory: pytest.TempPathFactory, wechat_app: WeChat, raw: RawUpstream
 ) -> Iterator[PublicDeployment]:
     with start_gateway(
         tmp_path_factory.mktemp("public"),
-        wechat,
+        wechat_app,
         raw.url,
         access={
             "public": ["/static/", "GET /pubget/", "~^/api/v1/public/"],
             "api_paths": ["/api/"],
         },
     ) as gateway:
-        yield PublicDeployment(gateway, wechat, raw)
+        yield PublicDeployment(gateway, wechat_app, raw)
 
 
 def resolved(target: str) -> str:
@@ -805,27 +536,6 @@ def test_public_rules_with_methods_and_regexes(
         assert forwarded == []
 
 
-#: Every way a client might spell an identity header.
-SPOOFS = [
-    ("X-WeChat-OpenID", "spoof-a"),
-    ("x-wechat-openid", "spoof-b"),
-    ("X-WECHAT-OPENID", "spoof-c"),
-    ("X-Wechat-Openid", "spoof-d"),
-    ("X_WeChat_OpenID", "spoof-e"),
-    ("x_wechat_openid", "spoof-f"),
-    ("X-Wechat_Openid", "spoof-g"),
-    ("X_WECHAT-OPENID", "spoof-h"),
-    ("X-WeChat-UnionID", "spoof-i"),
-    ("X_WeChat_UnionID", "spoof-j"),
-    ("X-WeChat-AppID", "spoof-k"),
-    ("X-WeChat-Nickname", "spoof-l"),
-    ("X-WeChat-Avatar", "https://spoof-m.example/a.png"),
-    ("X-WeChat-Anything-Else", "spoof-n"),
-    ("X-WeChat-OpenID", ""),
-    ("X-WeChat-OpenID", "spoof-o, spoof-p"),
-]
-
-
 def _spoof_requests(port: int, path: str, cookie: str | None = None) -> Iterator[tuple[str, Reply]]:
     base = [("Accept", "application/json")]
     if cookie:
@@ -946,14 +656,14 @@ class MultiDeployment:
 
 @pytest.fixture(scope="module")
 def gw_multi(
-    tmp_path_factory: pytest.TempPathFactory, wechat: WeChat, raw: RawUpstream
+    tmp_path_factory: pytest.TempPathFactory, wechat_app: WeChat, raw: RawUpstream
 ) -> Iterator[MultiDeployment]:
     one, two, app = RawUpstream(), RawUpstream(), RawUpstream()
     port = free_port()
     upstreams = [
         {"prefix": "/", "url": raw.url},
-        {"prefix": "/a", "url": raw.url, "allow": [wechat.openid("alice")]},
-        {"prefix": "/b", "url": raw.url, "allow": [wechat.unionid("bob")]},
+        {"prefix": "/a", "url": raw.url, "allow": [wechat_app.openid("alice")]},
+        {"prefix": "/b", "url": raw.url, "allow": [wechat_app.unionid("bob")]},
         {"prefix": "/any", "url": raw.url, "allow": []},
         {"prefix": "/pub", "url": raw.url, "public": True},
         {"prefix": "/app", "url": raw.url, "strip_prefix": True},
@@ -967,13 +677,13 @@ def gw_multi(
         "upstreams": upstreams,
         "session": {"cookie_domain": ".example.test"},
         "redirect_domains": [".example.test:*"],
-        "access": {"allow": [wechat.openid("alice"), wechat.openid("bob")]},
+        "access": {"allow": [wechat_app.openid("alice"), wechat_app.openid("bob")]},
     }
     try:
         with start_gateway(
-            tmp_path_factory.mktemp("multi"), wechat, raw.url, port, **config
+            tmp_path_factory.mktemp("multi"), wechat_app, raw.url, port, **config
         ) as gateway:
-            yield MultiDeployment(gateway, wechat, raw, one, two, app)
+            yield MultiDeployment(gateway, wechat_app, raw, one, two, app)
     finally:
         for upstream in (one, two, app):
             upstream.close()

@@ -26,17 +26,10 @@ import pytest
 import requests
 
 from gateway.ledger import CallbackLedger, Outcome
-from gateway.simulator import Simulator, SimulatorServer
-from tests.test_login_e2e import (
-    COOKIE,
-    EchoUpstream,
-    assert_no_session_set,
-    code_of,
-    echo_of,
-    location,
-    set_cookie,
-    state_of,
-)
+from gateway.simulator import SimulatorServer
+from tests.e2e import assert_no_session_set, code_of, location, set_cookie, state_of
+from tests.support import COOKIE
+from tests.upstreams import EchoUpstream, echo_of
 from tests.wechat_e2e import (
     CODEC,
     WECHAT_UA,
@@ -47,21 +40,11 @@ from tests.wechat_e2e import (
     secrets_of,
 )
 
+pytestmark = pytest.mark.usefixtures("clean_simulator")
+
 WECHAT_TIMEOUT = 3.0
 SLOW_EXCHANGE = 1.0
 _PID = re.compile(r"\[(\d+)\] \[INFO\] gateway\.login: (signed in|answered a duplicate)")
-
-
-@pytest.fixture(scope="module")
-def wechat() -> Iterator[SimulatorServer]:
-    with SimulatorServer(Simulator.default()) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[EchoUpstream]:
-    with EchoUpstream() as app:
-        yield app
 
 
 @pytest.fixture(scope="module")
@@ -71,14 +54,6 @@ def gw(
     yield from deploy(
         tmp_path_factory, wechat, upstream, timeout=WECHAT_TIMEOUT, server={"workers": 2}
     )
-
-
-@pytest.fixture(autouse=True)
-def _clean_simulator(wechat: SimulatorServer) -> Iterator[None]:
-    wechat.simulator.clear_faults()
-    wechat.simulator.clear_calls()
-    yield
-    wechat.simulator.clear_faults()
 
 
 def twin(site: Site, browser: UABrowser) -> UABrowser:

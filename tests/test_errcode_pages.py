@@ -19,15 +19,10 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from gateway.simulator import Simulator, SimulatorServer
-from tests.test_login_e2e import (
-    EchoUpstream,
-    assert_no_session_set,
-    code_of,
-    links,
-    location,
-    state_of,
-)
+from gateway.simulator import SimulatorServer
+from tests.e2e import assert_no_session_set, code_of, location, state_of
+from tests.support import links
+from tests.upstreams import EchoUpstream
 from tests.wechat_e2e import (
     DESKTOP_UA,
     WECHAT_UA,
@@ -37,6 +32,8 @@ from tests.wechat_e2e import (
     deploy,
     secrets_of,
 )
+
+pytestmark = pytest.mark.usefixtures("clean_simulator")
 
 WECHAT_TIMEOUT = 1.0
 SLACK = 0.6
@@ -104,30 +101,10 @@ LANGS = {
 
 
 @pytest.fixture(scope="module")
-def wechat() -> Iterator[SimulatorServer]:
-    with SimulatorServer(Simulator.default()) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[EchoUpstream]:
-    with EchoUpstream() as app:
-        yield app
-
-
-@pytest.fixture(scope="module")
 def gw(
     tmp_path_factory: pytest.TempPathFactory, wechat: SimulatorServer, upstream: EchoUpstream
 ) -> Iterator[Site]:
     yield from deploy(tmp_path_factory, wechat, upstream, timeout=WECHAT_TIMEOUT)
-
-
-@pytest.fixture(autouse=True)
-def _clean_simulator(wechat: SimulatorServer) -> Iterator[None]:
-    wechat.simulator.clear_faults()
-    wechat.simulator.clear_calls()
-    yield
-    wechat.simulator.clear_faults()
 
 
 @dataclass

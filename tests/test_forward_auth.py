@@ -18,20 +18,8 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
-from gateway.simulator import Simulator, SimulatorServer
-from tests.support import GatewayProcess, free_port, session_cookie
-from tests.test_access_e2e import (
-    COOKIE,
-    HTML_ACCEPT,
-    IDENTITY_HEADERS,
-    Browser,
-    Reply,
-    WeChat,
-    links,
-    rd_of,
-    send,
-    start_gateway,
-)
+from tests.raw_e2e import IDENTITY_HEADERS, Browser, Reply, WeChat, rd_of, send, start_gateway
+from tests.support import COOKIE, HTML_ACCEPT, GatewayProcess, free_port, links, session_cookie
 from tests.upstreams import RawUpstream
 
 AUTH = "/_gateway/auth"
@@ -63,13 +51,7 @@ class Pair:
 
 
 @pytest.fixture(scope="module")
-def wechat() -> Iterator[WeChat]:
-    with SimulatorServer(Simulator.default()) as server:
-        yield WeChat(server)
-
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory, wechat: WeChat) -> Iterator[Pair]:
+def pair(tmp_path_factory: pytest.TempPathFactory, wechat_app: WeChat) -> Iterator[Pair]:
     upstream = RawUpstream()
     tmp: Path = tmp_path_factory.mktemp("forward-auth")
 
@@ -77,12 +59,12 @@ def pair(tmp_path_factory: pytest.TempPathFactory, wechat: WeChat) -> Iterator[P
         return {
             "upstreams": [
                 {"prefix": "/", "url": upstream.url},
-                {"prefix": "/b", "url": upstream.url, "allow": [wechat.openid("bob")]},
+                {"prefix": "/b", "url": upstream.url, "allow": [wechat_app.openid("bob")]},
                 {"prefix": "/", "url": upstream.url, "host": "app.example.test"},
             ],
             "redirect_domains": ["app.example.test"],
             "access": {
-                "allow": [wechat.openid("alice"), wechat.unionid("zhangsan")],
+                "allow": [wechat_app.openid("alice"), wechat_app.unionid("zhangsan")],
                 "public": ["/static/", "POST /hooks/"],
                 "api_paths": ["/api/"],
                 "trusted_proxies": ["127.0.0.1/32"] if trusted else [],
@@ -91,10 +73,12 @@ def pair(tmp_path_factory: pytest.TempPathFactory, wechat: WeChat) -> Iterator[P
 
     try:
         with (
-            start_gateway(tmp, wechat, upstream.url, **config(True)) as trusting,
-            start_gateway(tmp, wechat, upstream.url, free_port(), **config(False)) as untrusting,
+            start_gateway(tmp, wechat_app, upstream.url, **config(True)) as trusting,
+            start_gateway(
+                tmp, wechat_app, upstream.url, free_port(), **config(False)
+            ) as untrusting,
         ):
-            yield Pair(trusting, untrusting, wechat, upstream)
+            yield Pair(trusting, untrusting, wechat_app, upstream)
     finally:
         upstream.close()
     assert upstream.seen == []  # forward-auth never proxies anything

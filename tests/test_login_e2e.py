@@ -6,13 +6,16 @@ Three real processes and sockets take part, as in production:
 - WeChat, played by the project's simulator on a loopback socket (``open_base`` and
   ``api_base`` both point at it). Its qrconnect page authorizes at once when
   ``&sim_user=KEY`` follows ``lang``; its control API injects faults and logs API calls;
-- the app behind the gateway, ``EchoUpstream``: a plain ``http.server`` that answers every
-  request with JSON of what it received, headers exactly as they arrived (name case, order
-  and repeats kept), so spoofed and injected headers are seen as the app sees them.
+- the app behind the gateway, ``EchoUpstream`` (``tests.upstreams``): a plain
+  ``http.server`` that answers every request with JSON of what it received, headers exactly
+  as they arrived (name case, order and repeats kept), so spoofed and injected headers are
+  seen as the app sees them.
 
-``Browser`` keeps cookies the way a browser does (by name and path, ``Max-Age=0`` deletes)
-and follows no redirect by itself, so every hop of the login is checked on its own. Each
-gateway configuration is started once per module and shared by the tests that need it.
+``Browser`` (``tests.e2e``) keeps cookies the way a browser does (by name and path,
+``Max-Age=0`` deletes) and follows no redirect by itself, so every hop of the login is
+checked on its own. The simulator and the app are the module's ``wechat`` and ``upstream``
+(``tests/conftest.py``); each gateway configuration is started once per module and shared
+by the tests that need it.
 """
 
 from __future__ import annotations
@@ -22,26 +25,42 @@ import json
 import re
 import secrets
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.cookiejar import DefaultCookiePolicy
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 import requests
 
 from gateway.session import Session, SessionCodec
 from gateway.simulator import Simulator, SimulatorServer
-from tests.support import SESSION_SECRET, GatewayProcess, base_config, free_port, session_cookie
+from tests.e2e import (
+    Browser,
+    assert_no_session_set,
+    close_http_sessions,
+    code_of,
+    http_session,
+    location,
+    query_of,
+    set_cookie,
+    state_of,
+)
+from tests.support import (
+    COOKIE,
+    HTML_ACCEPT,
+    SESSION_SECRET,
+    GatewayProcess,
+    base_config,
+    free_port,
+    links,
+    session_cookie,
+)
+from tests.upstreams import Echo, EchoUpstream, echo_of, parse_echo
 
-COOKIE = "wechat_gateway"
 LOGIN_COOKIE = "wechat_gateway_login"
-HTML_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 TARGET = "/some/path?q=1"
 WECHAT_TIMEOUT = 1.0
 # How much longer than wechat.timeout a failed login may take to answer.
@@ -51,182 +70,6 @@ _STATE = re.compile(r"[A-Za-z0-9]{1,128}")
 # or on an error page.
 _TOKEN_LIKE = re.compile(r"[A-Za-z0-9_-]{64,}")
 _CORPUS_FILE = Path(__file__).resolve().parent / "data" / "openredirects.jsonl"
-
-
-# --- the app behind the gateway -----------------------------------------------------------
-
-
-class EchoUpstream:
-    """An app that answers each request with JSON of its method, raw target and headers."""
-
-    def __init__(self) -> None:
-        self.targets: list[str] = []
-        upstream = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _echo(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                upstream.targets.append(self.path)
-                payload = json.dumps(
-                    {
-                        "method": self.command,
-                        "target": self.path,
-                        "headers": list(self.headers.items()),
-                        "body": body.decode("latin-1"),
-                    }
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(payload)
-
-            do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _echo
-
-            def log_message(self, format: str, *args: Any) -> None:
-                """Quiet: the gateway's access log shows every request."""
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> EchoUpstream:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@dataclass
-class Echo:
-    """What the upstream reported receiving."""
-
-    method: str
-    target: str
-    headers: list[tuple[str, str]]
-
-    def values(self, name: str) -> list[str]:
-        return [v for n, v in self.headers if n.lower() == name.lower()]
-
-    def value(self, name: str) -> str | None:
-        values = self.values(name)
-        assert len(values) <= 1, f"{name} arrived {len(values)} times: {values}"
-        return values[0] if values else None
-
-    def wechat_headers(self) -> dict[str, str]:
-        """Every header the app got whose name, read as the contract reads it, is X-WeChat-*."""
-        found: dict[str, str] = {}
-        for name, value in self.headers:
-            if name.lower().replace("_", "-").startswith("x-wechat-"):
-                assert name not in found, f"{name} arrived twice"
-                found[name] = value
-        return found
-
-
-def echo_of(response: requests.Response) -> Echo:
-    assert response.status_code == 200, (response.status_code, response.text[:500])
-    return parse_echo(response.content)
-
-
-def parse_echo(body: bytes) -> Echo:
-    data = json.loads(body)
-    return Echo(data["method"], data["target"], [(name, value) for name, value in data["headers"]])
-
-
-# --- a browser, as far as cookies and redirects go ----------------------------------------
-
-
-@dataclass
-class SetCookie:
-    name: str
-    value: str
-    attributes: dict[str, str]  # lower-cased attribute names; flags map to ""
-    raw: str
-
-    def flag(self, name: str) -> bool:
-        return name.lower() in self.attributes
-
-
-def set_cookies(response: requests.Response) -> list[SetCookie]:
-    result = []
-    for header in response.raw.headers.getlist("Set-Cookie"):
-        pair, *attributes = (part.strip() for part in header.split(";"))
-        name, _, value = pair.partition("=")
-        parsed = {}
-        for attribute in attributes:
-            key, _, val = attribute.partition("=")
-            parsed[key.strip().lower()] = val.strip()
-        result.append(SetCookie(name, value, parsed, header))
-    return result
-
-
-def set_cookie(response: requests.Response, name: str) -> SetCookie | None:
-    found = [c for c in set_cookies(response) if c.name == name]
-    assert len(found) <= 1, f"{name} set {len(found)} times"
-    return found[0] if found else None
-
-
-# Every client session, closed before a gateway stops: gunicorn waits for open
-# keep-alive connections on shutdown.
-_CLIENTS: list[requests.Session] = []
-
-
-def _http() -> requests.Session:
-    http = requests.Session()
-    _CLIENTS.append(http)
-    http.trust_env = False
-    # Cookies are kept by Browser, exactly; requests' own jar would blur them.
-    http.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-    return http
-
-
-class Browser:
-    """Keeps the gateway's cookies by name and path and follows no redirect on its own."""
-
-    def __init__(self, origin: str) -> None:
-        self.origin = origin
-        self.jar: dict[tuple[str, str], str] = {}
-        self.http = _http()
-
-    def cookie_header(self, path: str) -> str:
-        return "; ".join(
-            f"{name}={value}" for (name, scope), value in self.jar.items() if path.startswith(scope)
-        )
-
-    def request(
-        self, method: str, url: str, headers: dict[str, str] | None = None, **kwargs: Any
-    ) -> requests.Response:
-        sent = {"Accept": HTML_ACCEPT, **(headers or {})}
-        own = url.startswith(self.origin + "/")
-        if own:
-            cookies = [self.cookie_header(urlsplit(url).path), sent.pop("Cookie", "")]
-            joined = "; ".join(c for c in cookies if c)
-            if joined:
-                sent["Cookie"] = joined
-        response = self.http.request(
-            method, url, headers=sent, allow_redirects=False, timeout=15, **kwargs
-        )
-        if own:
-            for cookie in set_cookies(response):
-                key = (cookie.name, cookie.attributes.get("path", "/"))
-                if cookie.attributes.get("max-age") == "0" or not cookie.value:
-                    self.jar.pop(key, None)
-                else:
-                    self.jar[key] = cookie.value
-        return response
-
-    def get(self, url: str, **kwargs: Any) -> requests.Response:
-        return self.request("GET", url, **kwargs)
-
-    def session_value(self) -> str | None:
-        return self.jar.get((COOKIE, "/"))
 
 
 # --- the deployment: gateway + simulated WeChat + app -------------------------------------
@@ -287,18 +130,6 @@ class Deployment:
         assert reply.status_code == 200, reply.text
 
 
-@pytest.fixture(scope="module")
-def wechat() -> Iterator[SimulatorServer]:
-    with SimulatorServer(Simulator.default()) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[EchoUpstream]:
-    with EchoUpstream() as app:
-        yield app
-
-
 def _deploy(
     tmp_path_factory: pytest.TempPathFactory,
     wechat: SimulatorServer,
@@ -317,8 +148,7 @@ def _deploy(
     config = base_config(free_port(), upstream.url, **overrides)
     with GatewayProcess(config, tmp_path_factory.mktemp("gateway")) as gateway:
         yield Deployment(gateway, wechat, upstream)
-        while _CLIENTS:
-            _CLIENTS.pop().close()
+        close_http_sessions()
 
 
 @pytest.fixture(scope="module")
@@ -363,34 +193,12 @@ def _no_leftover_faults(wechat: SimulatorServer) -> Iterator[None]:
 # --- helpers for assertions ---------------------------------------------------------------
 
 
-def location(response: requests.Response) -> str:
-    assert response.status_code in (302, 303, 307), (response.status_code, response.text[:300])
-    return response.headers["Location"]
-
-
-def links(page: str) -> dict[str, str]:
-    """label -> href of the action links on a gateway page."""
-    return {
-        html.unescape(label): html.unescape(href)
-        for href, label in re.findall(r'<a class="button" href="([^"]*)">([^<]*)</a>', page)
-    }
-
-
-def query_of(url: str) -> dict[str, list[str]]:
-    return parse_qs(urlsplit(url).query, keep_blank_values=True)
-
-
 def assert_login_url(url: str, origin: str, target: str) -> None:
     """``url`` starts a login on ``origin`` that comes back to ``target``."""
     parts = urlsplit(url)
     assert f"{parts.scheme}://{parts.netloc}" == origin, url
     assert parts.path == "/_gateway/login", url
     assert query_of(url).get("rd", ["/"]) == [target], url
-
-
-def assert_no_session_set(response: requests.Response) -> None:
-    cookie = set_cookie(response, COOKIE)
-    assert cookie is None or cookie.value == "", cookie
 
 
 def assert_clean_page(response: requests.Response, *secrets_: str) -> None:
@@ -410,14 +218,6 @@ def assert_clean_log(deployment: Deployment, *secrets_: str) -> None:
     for secret in (website.app_secret, *secrets_):
         assert secret not in log
     assert not _TOKEN_LIKE.search(log), _TOKEN_LIKE.search(log)
-
-
-def code_of(callback_url: str) -> str:
-    return query_of(callback_url)["code"][0]
-
-
-def state_of(url: str) -> str:
-    return query_of(url.split("#", 1)[0])["state"][0]
 
 
 def get_echo(browser: Browser, url: str, **kwargs: Any) -> Echo:
@@ -653,7 +453,7 @@ def test_browser_navigation_without_session_is_redirected(
 ) -> None:
     marker = f"/page/{secrets.token_hex(4)}?a=1&b=%2F"
     headers = {} if accept is None else {"Accept": accept}
-    reply = _http().request(
+    reply = http_session().request(
         method, gw.url + marker, headers=headers, allow_redirects=False, timeout=10
     )
     assert reply.status_code == 302
@@ -708,7 +508,7 @@ def _spoof_requests(url: str, cookie: str | None) -> list[Echo]:
     # distinct name together.
     variants = [{name: value} for name, value in SPOOFED.items()]
     variants.append(_distinct(SPOOFED))
-    http = _http()
+    http = http_session()
     for headers in variants:
         reply = http.get(url, headers={**base, **headers}, allow_redirects=False, timeout=10)
         echoes.append(echo_of(reply))
@@ -739,7 +539,7 @@ def test_spoofed_identity_headers_on_authenticated_requests(gw: Deployment) -> N
 
 def test_spoofed_identity_headers_without_session_are_never_forwarded(gw: Deployment) -> None:
     marker = f"/private/{secrets.token_hex(4)}"
-    http = _http()
+    http = http_session()
     for name, value in SPOOFED.items():
         reply = http.get(
             gw.url + marker,
@@ -795,7 +595,7 @@ def test_ambiguous_spellings_of_public_paths_need_a_session(gw: Deployment, path
 
 
 def test_spoofed_headers_do_not_change_userinfo(gw: Deployment) -> None:
-    http = _http()
+    http = http_session()
     spoof = _distinct(SPOOFED)
     reply = http.get(gw.url + "/_gateway/userinfo", headers=spoof, timeout=10)
     assert reply.status_code == 401
@@ -986,7 +786,7 @@ def test_forged_session_cookie_is_no_session(gw: Deployment, kind: str) -> None:
     value = _forged_session_cookies()[kind]
     marker = f"/forged/{kind}"
     cookie = f"{COOKIE}={value}"
-    http = _http()
+    http = http_session()
     page = http.get(
         gw.url + marker, headers={"Cookie": cookie, "Accept": HTML_ACCEPT}, allow_redirects=False
     )
@@ -1008,7 +808,7 @@ def test_forged_session_cookie_is_no_session(gw: Deployment, kind: str) -> None:
 def test_valid_minted_cookie_is_a_session(gw: Deployment) -> None:
     """The control for the forged cookies: the same helper's valid value does get in."""
     echo = echo_of(
-        _http().get(gw.url + "/minted", headers={"Cookie": f"{COOKIE}={session_cookie()}"})
+        http_session().get(gw.url + "/minted", headers={"Cookie": f"{COOKIE}={session_cookie()}"})
     )
     assert echo.value("X-WeChat-OpenID") == "oTestOpenID0000000000000001"
 
@@ -1314,7 +1114,7 @@ def test_user_not_on_the_allow_list_is_refused_on_requests(gw_strict: Deployment
     website = gw_strict.simulator.app_of_kind("website").app_id
     bob = gw_strict.users()["bob"]
     cookie = session_cookie(bob["openids"][website], unionid=bob["unionid"], app_id=website)
-    http = _http()
+    http = http_session()
     page = http.get(
         gw_strict.url + "/secret", headers={"Cookie": f"{COOKIE}={cookie}", "Accept": HTML_ACCEPT}
     )
@@ -1335,7 +1135,7 @@ def test_public_paths_stay_public_without_identity_for_refused_users(
     website = gw_strict.simulator.app_of_kind("website").app_id
     bob = gw_strict.users()["bob"]
     cookie = session_cookie(bob["openids"][website], unionid=bob["unionid"], app_id=website)
-    reply = _http().get(
+    reply = http_session().get(
         gw_strict.url + "/public/style.css",
         headers={"Cookie": f"{COOKIE}={cookie}", "X-WeChat-OpenID": "spoof"},
     )

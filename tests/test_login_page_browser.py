@@ -40,7 +40,7 @@ from gateway.errors import (
     WeChatBusy,
 )
 from gateway.pages import Branding, error_response, login_page_response, signed_out_response
-from gateway.simulator import Simulator, SimulatorServer
+from gateway.simulator import SimulatorServer
 from gateway.wechat import WeChatClient
 from tests.browser import Browser, chromium, require_browser
 from tests.support import GatewayProcess, base_config, free_port
@@ -153,12 +153,6 @@ class SignInSite:
             return [LOGO]
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"not found"]
-
-
-@pytest.fixture(scope="module")
-def wechat() -> Iterator[SimulatorServer]:
-    with SimulatorServer(Simulator.default()) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

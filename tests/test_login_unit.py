@@ -8,11 +8,9 @@ a real server can show (gunicorn, header spellings, timeouts) is in ``test_login
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
 from werkzeug.test import Client, TestResponse
 
 from gateway.app import Gateway
@@ -24,7 +22,7 @@ from gateway.config import (
     UpstreamSettings,
     WeChatSettings,
 )
-from gateway.simulator import Simulator, SimulatorServer
+from gateway.simulator import SimulatorServer
 from tests.support import SESSION_SECRET
 
 PUBLIC_URL = "http://gateway.test"
@@ -38,12 +36,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture(scope="module")
-def wechat() -> Iterator[SimulatorServer]:
-    with SimulatorServer(Simulator.default()) as server:
-        yield server
 
 
 def _gateway(wechat: SimulatorServer, clock: Clock, **login: float) -> Gateway:

@@ -24,19 +24,15 @@ from pathlib import Path
 
 import pytest
 
-from gateway.simulator import Simulator, SimulatorServer
-from tests.support import GatewayProcess, free_port, wait_for_port
-from tests.test_access_e2e import (
+from tests.raw_e2e import SPOOFS, Browser, Reply, WeChat, send, send_url, start_gateway
+from tests.support import (
     COOKIE,
     HTML_ACCEPT,
-    SPOOFS,
-    Browser,
-    Reply,
-    WeChat,
+    GatewayProcess,
+    free_port,
     links,
-    send,
-    send_url,
-    start_gateway,
+    stop_process,
+    wait_for_port,
 )
 from tests.upstreams import RawUpstream, Seen
 
@@ -120,13 +116,7 @@ class Nginx:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGQUIT)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, signal.SIGQUIT, timeout=10)
         if hasattr(self, "_log"):
             self._log.close()
 
@@ -161,13 +151,7 @@ class Site:
 
 
 @pytest.fixture(scope="module")
-def wechat() -> Iterator[WeChat]:
-    with SimulatorServer(Simulator.default()) as server:
-        yield WeChat(server)
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory, wechat: WeChat) -> Iterator[Site]:
+def site(tmp_path_factory: pytest.TempPathFactory, wechat_app: WeChat) -> Iterator[Site]:
     app = RawUpstream()
     tmp = tmp_path_factory.mktemp("nginx")
     nginx_port, gateway_port = free_port(), free_port()
@@ -175,7 +159,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, wechat: WeChat) -> Iterator[S
         with (
             start_gateway(
                 tmp,
-                wechat,
+                wechat_app,
                 app.url,
                 gateway_port,
                 public_url=f"http://127.0.0.1:{nginx_port}",
@@ -184,14 +168,14 @@ def site(tmp_path_factory: pytest.TempPathFactory, wechat: WeChat) -> Iterator[S
                     {"prefix": "/", "url": app.url, "host": "open.test", "public": True},
                 ],
                 access={
-                    "allow": [wechat.openid("alice"), wechat.unionid("zhangsan")],
+                    "allow": [wechat_app.openid("alice"), wechat_app.unionid("zhangsan")],
                     "public": ["/static/"],
                     "trusted_proxies": ["127.0.0.1/32"],
                 },
             ) as gateway,
             Nginx(tmp, render_site(gateway_port, app.port, nginx_port), nginx_port) as nginx,
         ):
-            yield Site(nginx, gateway, app, wechat)
+            yield Site(nginx, gateway, app, wechat_app)
             assert "Traceback" not in gateway.log()
     finally:
         app.close()

@@ -22,13 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import GatewayProcess, base_config, free_port, session_cookie
-from tests.upstreams import (
-    Exchange,
-    RawUpstream,
-    StreamingUpstream,
-    big_block,
-)
+from tests.support import GatewayProcess, HeaderLookup, base_config, free_port, session_cookie
+from tests.upstreams import Exchange, RawUpstream, StreamingUpstream, big_block
 
 SESSION = f"wechat_gateway={session_cookie()}"
 SPOOFED = ("spoof-openid-1", "spoof-openid-2", "spoof-union-3", "spoof-4", "spoof-5", "spoof-6")
@@ -38,21 +33,13 @@ SPOOFED = ("spoof-openid-1", "spoof-openid-2", "spoof-union-3", "spoof-4", "spoo
 
 
 @dataclass
-class Reply:
+class Reply(HeaderLookup):
     status: int
     head: bytes
     headers: list[tuple[str, str]]
     body: bytes  # payload, de-chunked
     wire_body: bytes  # exactly as received
     complete: bool  # the framing said the body ended (False: the connection ended first)
-
-    def values(self, name: str) -> list[str]:
-        return [v for n, v in self.headers if n.lower() == name.lower()]
-
-    def value(self, name: str) -> str | None:
-        values = self.values(name)
-        assert len(values) <= 1, f"{name} received {len(values)} times: {values}"
-        return values[0] if values else None
 
     def json(self) -> dict[str, object]:
         assert (self.value("Content-Type") or "").startswith("application/json")
@@ -227,13 +214,6 @@ class Listener:
                 conn, _ = self.sock.accept()
                 self.accepted += 1
                 conn.close()
-
-
-@pytest.fixture(scope="module")
-def raw() -> Iterator[RawUpstream]:
-    upstream = RawUpstream()
-    yield upstream
-    upstream.close()
 
 
 @pytest.fixture(scope="module")

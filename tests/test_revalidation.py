@@ -19,15 +19,11 @@ import requests
 
 from gateway.revalidation import AuthorizationEnded, Revalidator
 from gateway.session import Session
-from gateway.simulator import Fault, Simulator, SimulatorServer
+from gateway.simulator import Fault, SimulatorServer
 from gateway.wechat import WeChatClient
-from tests.test_login_e2e import (
-    COOKIE,
-    EchoUpstream,
-    echo_of,
-    location,
-    set_cookie,
-)
+from tests.e2e import location, set_cookie
+from tests.support import COOKIE
+from tests.upstreams import EchoUpstream, echo_of
 from tests.wechat_e2e import (
     CODEC,
     DESKTOP_UA,
@@ -39,22 +35,12 @@ from tests.wechat_e2e import (
     secrets_of,
 )
 
+pytestmark = pytest.mark.usefixtures("clean_simulator")
+
 INTERVAL = 1
 WECHAT_TIMEOUT = 1.0
 SLACK = 0.6
 JSON = {"Accept": "application/json"}
-
-
-@pytest.fixture(scope="module")
-def wechat() -> Iterator[SimulatorServer]:
-    with SimulatorServer(Simulator.default()) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[EchoUpstream]:
-    with EchoUpstream() as app:
-        yield app
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +55,6 @@ def gw(
         server={"workers": 2},
         session={"revalidate": f"{INTERVAL}s"},
     )
-
-
-@pytest.fixture(autouse=True)
-def _clean_simulator(wechat: SimulatorServer) -> Iterator[None]:
-    wechat.simulator.clear_faults()
-    wechat.simulator.clear_calls()
-    yield
-    wechat.simulator.clear_faults()
 
 
 def signed_in(site: Site, user: str = "alice", user_agent: str = DESKTOP_UA) -> UABrowser:

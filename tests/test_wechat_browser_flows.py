@@ -16,39 +16,16 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
-from gateway.simulator import Simulator, SimulatorServer
-from tests.test_login_e2e import (
-    COOKIE,
-    EchoUpstream,
-    assert_no_session_set,
-    echo_of,
-    links,
-    location,
-    set_cookie,
-)
-from tests.wechat_e2e import (
-    DESKTOP_UA,
-    WECHAT_UA,
-    Site,
-    assert_nothing_secret,
-    deploy,
-    secrets_of,
-)
+from gateway.simulator import SimulatorServer
+from tests.e2e import assert_no_session_set, location, set_cookie
+from tests.support import COOKIE, links
+from tests.upstreams import EchoUpstream, echo_of
+from tests.wechat_e2e import DESKTOP_UA, WECHAT_UA, Site, assert_nothing_secret, deploy, secrets_of
+
+pytestmark = pytest.mark.usefixtures("clean_simulator")
 
 _STATE = re.compile(r"[A-Za-z0-9]{1,128}")
 _OA_ORDER = ["appid", "redirect_uri", "response_type", "scope", "state"]
-
-
-@pytest.fixture(scope="module")
-def wechat() -> Iterator[SimulatorServer]:
-    with SimulatorServer(Simulator.default()) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[EchoUpstream]:
-    with EchoUpstream() as app:
-        yield app
 
 
 @pytest.fixture(scope="module")
@@ -72,14 +49,6 @@ def gw_plain(
     yield from deploy(
         tmp_path_factory, wechat, upstream, oa_scope=None, wechat={"fetch_profile": False}
     )
-
-
-@pytest.fixture(autouse=True)
-def _clean_simulator(wechat: SimulatorServer) -> Iterator[None]:
-    wechat.simulator.clear_faults()
-    wechat.simulator.clear_calls()
-    yield
-    wechat.simulator.clear_faults()
 
 
 def _query_pairs(url: str) -> list[tuple[str, str]]:

@@ -1,4 +1,4 @@
-"""Upstream servers for end-to-end proxy tests.
+"""Upstream servers for end-to-end tests: the apps behind the gateway.
 
 ``RawUpstream`` is a threaded TCP server that records every request byte for byte, as it
 arrived, and answers with scripted bytes, misbehaviour included (resets, stalls, bodies cut
@@ -7,6 +7,10 @@ short, invalid framing). A thread per connection lets it hold hundreds of slow r
 ``StreamingUpstream`` is a real WSGI app on Werkzeug's threaded server, for the cases where
 the interesting part is a real server streaming: events that trickle, bodies of hundreds of
 megabytes generated on the fly, uploads hashed as they arrive.
+
+``EchoUpstream`` is a plain ``http.server`` that answers every request with JSON of what it
+received, headers exactly as they arrived (name case, order and repeats kept), so spoofed
+and injected headers are seen as the app sees them; ``echo_of`` reads that answer back.
 """
 
 from __future__ import annotations
@@ -20,15 +24,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import requests
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from tests.support import HeaderLookup
+
 
 @dataclass
-class Seen:
+class Seen(HeaderLookup):
     """One request as the upstream received it."""
+
+    repeated = "sent"
 
     head: bytes  # request line and header lines, without the blank line
     wire_body: bytes  # the body exactly as it came over the wire (chunk framing included)
@@ -55,14 +65,6 @@ class Seen:
             name, _, value = line.decode("latin-1").partition(":")
             result.append((name, value.strip()))
         return result
-
-    def values(self, name: str) -> list[str]:
-        return [v for n, v in self.headers if n.lower() == name.lower()]
-
-    def value(self, name: str) -> str | None:
-        values = self.values(name)
-        assert len(values) <= 1, f"{name} sent {len(values)} times: {values}"
-        return values[0] if values else None
 
 
 class Exchange:
@@ -351,3 +353,84 @@ class StreamingUpstream:
             "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         )
         return [body]
+
+
+# --- an app that echoes what it received as JSON -----------------------------------------
+
+
+class EchoUpstream:
+    """An app that answers each request with JSON of its method, raw target and headers."""
+
+    def __init__(self) -> None:
+        self.targets: list[str] = []
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _echo(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                upstream.targets.append(self.path)
+                payload = json.dumps(
+                    {
+                        "method": self.command,
+                        "target": self.path,
+                        "headers": list(self.headers.items()),
+                        "body": body.decode("latin-1"),
+                    }
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _echo
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet: the gateway's access log shows every request."""
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> EchoUpstream:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class Echo(HeaderLookup):
+    """What the upstream reported receiving."""
+
+    repeated = "arrived"
+
+    method: str
+    target: str
+    headers: list[tuple[str, str]]
+
+    def wechat_headers(self) -> dict[str, str]:
+        """Every header the app got whose name, read as the contract reads it, is X-WeChat-*."""
+        found: dict[str, str] = {}
+        for name, value in self.headers:
+            if name.lower().replace("_", "-").startswith("x-wechat-"):
+                assert name not in found, f"{name} arrived twice"
+                found[name] = value
+        return found
+
+
+def echo_of(response: requests.Response) -> Echo:
+    assert response.status_code == 200, (response.status_code, response.text[:500])
+    return parse_echo(response.content)
+
+
+def parse_echo(body: bytes) -> Echo:
+    data = json.loads(body)
+    return Echo(data["method"], data["target"], [(name, value) for name, value in data["headers"]])

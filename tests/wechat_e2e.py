@@ -3,7 +3,9 @@
 The tests in ``test_wechat_browser_flows``, ``test_duplicate_callback``,
 ``test_errcode_pages`` and ``test_revalidation`` run the real ``wechat-gateway serve``
 (gunicorn, gevent workers) between a browser, the project's WeChat simulator and the
-header-echo app of ``test_login_e2e``. What they add to that module's helpers:
+header-echo app (``tests.upstreams.EchoUpstream``): the ``wechat`` and ``upstream``
+fixtures of ``tests/conftest.py``, whose ``clean_simulator`` clears the simulator's faults
+and calls around each test. What they add to the helpers of ``tests.e2e``:
 
 - a browser that says who it is: ``WECHAT_UA`` (WeChat's in-app browser, which makes the
   gateway use the Official Account flow) or ``DESKTOP_UA``;
@@ -26,8 +28,9 @@ import requests
 
 from gateway.session import Session, SessionCodec
 from gateway.simulator import SimApp, SimulatorServer
-from tests.support import SESSION_SECRET, GatewayProcess, base_config, free_port
-from tests.test_login_e2e import COOKIE, Browser, EchoUpstream, location
+from tests.e2e import Browser, location
+from tests.support import COOKIE, SESSION_SECRET, GatewayProcess, base_config, free_port
+from tests.upstreams import EchoUpstream
 
 WECHAT_UA = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
