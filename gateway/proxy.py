@@ -34,10 +34,10 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote, urlsplit
 
 from gateway.access import AllowList
@@ -226,6 +226,15 @@ def _looks_open(sock: socket.socket) -> bool:
     except OSError:
         return False
     return False
+
+
+def _gevent_timeout() -> Callable[[float, type[BaseException]], Any] | None:
+    """gevent's ``Timeout`` class when this worker runs on gevent, else None."""
+    try:
+        from gevent import Timeout, monkey  # noqa: PLC0415 - only present with gevent
+    except ImportError:
+        return None
+    return Timeout if monkey.is_module_patched("socket") else None
 
 
 def _send_all(sock: socket.socket, data: bytes) -> None:
@@ -515,6 +524,7 @@ class Forwarder:
     def __init__(self, router: Router, context: ForwardContext) -> None:
         self.router = router
         self.context = context
+        self._timer = _gevent_timeout()
 
     def __call__(
         self,
@@ -573,7 +583,31 @@ class Forwarder:
         *,
         fresh: bool = False,
     ) -> Response:
+        if body is None and self._timer is not None:
+            # Under gevent a socket timeout arms a new timer for every wait; one timer for
+            # the whole exchange costs a fraction. (A streamed upload keeps the per-send
+            # socket timeout: a slow client must not count against the upstream.)
+            sock.settimeout(None)
+            timer = self._timer(upstream.timeout, TimeoutError)
+            timer.start()
+            try:
+                return self._exchange_once(upstream, sock, method, payload, None, fresh, None)
+            finally:
+                timer.close()
         sock.settimeout(upstream.timeout)
+        deadline = time.monotonic() + upstream.timeout
+        return self._exchange_once(upstream, sock, method, payload, body, fresh, deadline)
+
+    def _exchange_once(
+        self,
+        upstream: Upstream,
+        sock: socket.socket,
+        method: str,
+        payload: bytes,
+        body: _RequestBody | None,
+        fresh: bool,
+        deadline: float | None,
+    ) -> Response:
         sent_body = False
         try:
             _send_all(sock, payload)
@@ -598,7 +632,7 @@ class Forwarder:
         else:
             send_error = None
         try:
-            response = Response(sock, method, deadline=time.monotonic() + upstream.timeout)
+            response = Response(sock, method, deadline=deadline)
         except TimeoutError:
             sock.close()
             raise UpstreamTimeout(
