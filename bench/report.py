@@ -132,6 +132,35 @@ def cpu_summary(results: Results) -> str:
     )
 
 
+def hop_bound(results: Results) -> str:
+    """Why the no-hop ratio is what it is: on one machine, every request through the gateway
+    costs the gateway's CPU *and* the upstream's, while the no-hop run pays the upstream only."""
+    parts = []
+    for connections in results["settings"]["connections"]:
+        runs = results["throughput"]["gateway"][str(connections)]
+        upstream = statistics.median(run["upstream_cpu_us_per_request"] for run in runs)
+        gateway = median_cpu(results, "gateway", connections)
+        hello = median_cpu(results, "no_hop", connections)
+        parts.append(
+            f"at {connections} connections {hello:,.0f} / ({gateway:,.0f} + {upstream:,.0f})"
+            f" = {hello / (gateway + upstream):.0%}"
+        )
+    return (
+        "**The no-hop ratio on one machine.** Client, gateway and upstream share the same "
+        "CPUs, so a request through the gateway costs the gateway's CPU plus the upstream's "
+        "(which parses the forwarded and identity headers the gateway adds), while a no-hop "
+        "request costs the upstream's alone. CPU-bound, the ratio is roughly "
+        "hello-world CPU / (gateway CPU + upstream CPU behind it), the client's own share "
+        "aside: "
+        + "; ".join(parts)
+        + ". About half of the gateway's own CPU per request is gunicorn and gevent doing "
+        "what they also do for the hello-world (parse the request, write the response head "
+        "and body, schedule greenlets); the rest is the second hop (one send, one receive, "
+        "the upstream response parsed), the session and identity headers, and the access "
+        "log line."
+    )
+
+
 def _round_ratios(results: Results, other: str, connections: int, style: str) -> str:
     """The gateway's ratio to ``other`` within each round, lowest to highest."""
     mine = results["throughput"]["gateway"][str(connections)]
@@ -189,6 +218,7 @@ def markdown(results: Results, chart_name: str) -> str:
         add(f"| {name} | {measured} | {_verdict(ok)} |")
     add("")
     add(cpu_summary(results) + "\n")
+    add(hop_bound(results) + "\n")
 
     add("## 1 KB GET\n")
     add(
