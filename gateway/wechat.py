@@ -460,7 +460,7 @@ class WeChatClient:
             deadline=deadline,
         )
         profile = _profile(body)
-        if profile.openid != openid:
+        if profile.openid and profile.openid != openid:
             raise WeChatProtocolError("userinfo", "the profile is for a different openid")
         return profile
 
@@ -624,11 +624,12 @@ def _errcode(endpoint: str, body: Mapping[str, Any]) -> int:
 
 def _token_result(endpoint: str, body: Mapping[str, Any]) -> TokenResult:
     return TokenResult(
+        # Only the token and the openid are needed to sign in; the rest is read when sent.
         access_token=_required_str(endpoint, body, "access_token"),
-        expires_in=_required_int(endpoint, body, "expires_in"),
-        refresh_token=_required_str(endpoint, body, "refresh_token"),
+        expires_in=_optional_int(endpoint, body, "expires_in", 7200),
+        refresh_token=_optional_str(endpoint, body, "refresh_token"),
         openid=_required_str(endpoint, body, "openid"),
-        scope=_required_str(endpoint, body, "scope"),
+        scope=_optional_str(endpoint, body, "scope"),
         unionid=_optional_str(endpoint, body, "unionid") or None,
         # Anything but an explicit 0 counts as a snapshot: wrongly refusing a virtual
         # identity is better than letting one in as a person.
@@ -642,9 +643,9 @@ def _profile(body: Mapping[str, Any]) -> Profile:
         raise WeChatProtocolError("userinfo", "privilege is not a list of strings")
     sex = body.get("sex", 0)
     return Profile(
-        openid=_required_str("userinfo", body, "openid"),
-        nickname=_required_str("userinfo", body, "nickname", allow_empty=True),
-        avatar=_required_str("userinfo", body, "headimgurl", allow_empty=True),
+        openid=_optional_str("userinfo", body, "openid"),
+        nickname=_optional_str("userinfo", body, "nickname"),
+        avatar=_optional_str("userinfo", body, "headimgurl"),
         unionid=_optional_str("userinfo", body, "unionid") or None,
         sex=sex if isinstance(sex, int) and not isinstance(sex, bool) else 0,
         province=_optional_str("userinfo", body, "province"),
@@ -654,19 +655,19 @@ def _profile(body: Mapping[str, Any]) -> Profile:
     )
 
 
-def _required_str(
-    endpoint: str, body: Mapping[str, Any], key: str, *, allow_empty: bool = False
-) -> str:
+def _required_str(endpoint: str, body: Mapping[str, Any], key: str) -> str:
     value = body.get(key)
-    if not isinstance(value, str) or not (value or allow_empty):
+    if not isinstance(value, str) or not value:
         raise WeChatProtocolError(endpoint, f"{key} is missing or not a string")
     return value
 
 
-def _required_int(endpoint: str, body: Mapping[str, Any], key: str) -> int:
-    value = body.get(key)
+def _optional_int(endpoint: str, body: Mapping[str, Any], key: str, default: int) -> int:
+    value = body.get(key, default)
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise WeChatProtocolError(endpoint, f"{key} is missing or not a number")
+        raise WeChatProtocolError(endpoint, f"{key} is not a number")
     return value
 
 

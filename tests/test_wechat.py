@@ -423,7 +423,7 @@ def test_a_timeout_is_not_retried_for_other_calls_either(
         ("[]", "not a JSON object"),
         ('{"openid":"o"}', "access_token is missing"),
         (
-            '{"access_token":"a","expires_in":"7200","refresh_token":"r","openid":"o","scope":"s"}',
+            '{"access_token":"a","expires_in":"soon","refresh_token":"r","openid":"o","scope":"s"}',
             "expires_in",
         ),
         ('{"errcode":"oops"}', "errcode is not a number"),
