@@ -375,14 +375,24 @@ class SimState:
 
     # -- API --
 
+    def _known_app(self, params: Mapping[str, str]) -> SimApp | dict[str, object]:
+        """The app named by ``appid``, or WeChat's error for a missing or unknown one."""
+        app_id = params.get("appid", "")
+        if not app_id:
+            return error_payload(41002)
+        return self.apps.get(app_id) or error_payload(40013)
+
+    def _mint_access(self, app_id: str, user: str, scope: str, now: float) -> str:
+        access = secrets.token_urlsafe(64)
+        self._access[access] = _Token(app_id, user, scope, now + self._token_ttl)
+        return access
+
     def access_token(self, params: Mapping[str, str]) -> dict[str, object]:
         with self._lock:
-            app_id = params.get("appid", "")
-            app = self.apps.get(app_id)
-            if not app_id:
-                return error_payload(41002)
-            if app is None:
-                return error_payload(40013)
+            app = self._known_app(params)
+            if not isinstance(app, SimApp):
+                return app
+            app_id = app.app_id
             secret = params.get("secret", "")
             if not secret:
                 return error_payload(41004)
@@ -402,9 +412,8 @@ class SimState:
             if grant.expires <= now:
                 return error_payload(42003)
             grant.used = True
-            access = secrets.token_urlsafe(64)
+            access = self._mint_access(app_id, grant.user, grant.scope, now)
             refresh = secrets.token_urlsafe(64)
-            self._access[access] = _Token(app_id, grant.user, grant.scope, now + self._token_ttl)
             self._refresh[refresh] = _Token(
                 app_id, grant.user, grant.scope, now + self._refresh_ttl
             )
@@ -412,12 +421,10 @@ class SimState:
 
     def refresh_token(self, params: Mapping[str, str]) -> dict[str, object]:
         with self._lock:
-            app_id = params.get("appid", "")
-            app = self.apps.get(app_id)
-            if not app_id:
-                return error_payload(41002)
-            if app is None:
-                return error_payload(40013)
+            app = self._known_app(params)
+            if not isinstance(app, SimApp):
+                return app
+            app_id = app.app_id
             if params.get("grant_type") != "refresh_token":
                 return error_payload(40002)
             refresh = params.get("refresh_token", "")
@@ -431,8 +438,7 @@ class SimState:
             now = self.now()
             if token.expires <= now:
                 return error_payload(42002)
-            access = secrets.token_urlsafe(64)
-            self._access[access] = _Token(app_id, token.user, token.scope, now + self._token_ttl)
+            access = self._mint_access(app_id, token.user, token.scope, now)
             return self._token_payload(app, token.user, token.scope, access, refresh)
 
     def auth(self, params: Mapping[str, str]) -> dict[str, object]:
