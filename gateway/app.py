@@ -37,7 +37,10 @@ from gateway.errors import (
 from gateway.identity import identity_headers
 from gateway.ledger import CallbackLedger
 from gateway.login import (
+    CALLBACK_PATH,
+    LOGIN_PATH,
     LOGOUT_PATH,
+    RESERVED_PREFIX,
     TRUSTED_PROXY_KEY,
     LoginFlow,
     forwarded_host,
@@ -63,7 +66,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway")
 
-RESERVED_PREFIX = "/_gateway"
 # What makes a path read differently once resolved: escapes, dots, backslashes, ';', '//'.
 _UNUSUAL_PATH = re.compile(r"[%\\;]|/\.|//")
 
@@ -142,7 +144,6 @@ class Gateway:
             clock=clock,
         )
         self.forward = Forwarder(
-            self.router,
             ForwardContext(
                 public_url=settings.public_url,
                 public_scheme=self.public_scheme,
@@ -151,9 +152,9 @@ class Gateway:
             ),
         )
         self.routes: dict[str, tuple[tuple[str, ...], Handler]] = {
-            "/_gateway/login": (("GET", "HEAD"), self.login.start),
-            "/_gateway/callback": (("GET",), self._callback),
-            "/_gateway/logout": (("GET", "POST"), self.login.logout),
+            LOGIN_PATH: (("GET", "HEAD"), self.login.start),
+            CALLBACK_PATH: (("GET",), self._callback),
+            LOGOUT_PATH: (("GET", "POST"), self.login.logout),
             "/_gateway/userinfo": (("GET", "HEAD"), self.userinfo),
             "/_gateway/auth": (("GET", "HEAD"), self.forward_auth),
             "/_gateway/healthz": (("GET", "HEAD"), self.healthz),
@@ -431,7 +432,7 @@ class Gateway:
         return json_response(environ, start_response, "200 OK", {"status": "ready"})
 
     def close(self) -> None:
-        self.forward.close()
+        self.router.close()
         for client in self.clients.values():
             client.close()
 

@@ -414,6 +414,10 @@ class _Section:
         result: float = self._get(key, default, convert, False)
         return result
 
+    def size(self, key: str, default: int) -> int:
+        result: int = self._get(key, default, parse_size, False)
+        return result
+
     def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
         def convert(value: object) -> str:
             if not isinstance(value, str) or value not in choices:
@@ -625,7 +629,7 @@ def _validate_server(section: _Section) -> ServerSettings:
         ),
         keepalive=section.duration("keepalive", defaults.keepalive),
         graceful_timeout=section.duration("graceful_timeout", defaults.graceful_timeout),
-        max_body_size=_size(section, "max_body_size", defaults.max_body_size),
+        max_body_size=section.size("max_body_size", defaults.max_body_size),
         limit_request_line=section.integer(
             "limit_request_line", defaults.limit_request_line, minimum=256, maximum=65535
         ),
@@ -638,11 +642,6 @@ def _validate_server(section: _Section) -> ServerSettings:
         access_log=section.boolean("access_log", defaults.access_log),
         log_level=section.choice("log_level", defaults.log_level, _LOG_LEVELS),
     )
-
-
-def _size(section: _Section, key: str, default: int) -> int:
-    result: int = section._get(key, default, parse_size, False)
-    return result
 
 
 def _validate_wechat(section: _Section) -> WeChatSettings | None:

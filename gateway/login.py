@@ -79,10 +79,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.login")
 
-LOGIN_PATH = "/_gateway/login"
-CALLBACK_PATH = "/_gateway/callback"
-LOGOUT_PATH = "/_gateway/logout"
-RESERVED_PREFIX = "/_gateway/"
+RESERVED_PREFIX = "/_gateway"
+LOGIN_PATH = RESERVED_PREFIX + "/login"
+CALLBACK_PATH = RESERVED_PREFIX + "/callback"
+LOGOUT_PATH = RESERVED_PREFIX + "/logout"
 #: Set in environ by the app when the peer is a configured trusted front proxy.
 TRUSTED_PROXY_KEY = "gateway.trusted_proxy"
 
@@ -157,7 +157,7 @@ class LoginFlow:
         self.userinfo_lang = "en" if settings.wechat.lang == "en" else "zh_CN"
         self.state_cookie = CookieSpec(
             f"{settings.session.cookie_name}_login",
-            path="/_gateway/",
+            path=RESERVED_PREFIX + "/",
             secure=settings.session.secure,
         )
 
@@ -408,7 +408,7 @@ def original_uri(environ: WSGIEnvironment) -> str | None:
     if not environ.get(TRUSTED_PROXY_KEY):
         return None
     uri = environ.get("HTTP_X_ORIGINAL_URI") or environ.get("HTTP_X_FORWARDED_URI")
-    if not uri or uri.startswith(RESERVED_PREFIX):
+    if not uri or uri.startswith(RESERVED_PREFIX + "/"):
         return None
     return str(uri)
 

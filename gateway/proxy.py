@@ -521,8 +521,7 @@ class _RequestBody:
 class Forwarder:
     """Sends one WSGI request to its upstream and streams the answer back."""
 
-    def __init__(self, router: Router, context: ForwardContext) -> None:
-        self.router = router
+    def __init__(self, context: ForwardContext) -> None:
         self.context = context
         self._timer = _gevent_timeout()
 
@@ -703,9 +702,6 @@ class Forwarder:
                 if not rest or rest[0] in "/?#":
                     return self.context.public_url + (rest if rest[:1] == "/" else "/" + rest)
         return value
-
-    def close(self) -> None:
-        self.router.close()
 
 
 def _phrase(status: int) -> str:
