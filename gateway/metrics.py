@@ -41,15 +41,19 @@ _WIDTH: Final = len(COUNTERS)
 
 
 class Metrics:
-    """Counters in shared memory; ``slots`` bounds the number of concurrent workers."""
+    """Counters in shared memory; ``slots`` bounds the number of concurrent workers.
 
-    def __init__(self, slots: int = 1) -> None:
+    ``threaded=False`` is for workers that run one OS thread (gevent's greenlets never
+    switch inside ``inc``): the lock is then left out.
+    """
+
+    def __init__(self, slots: int = 1, *, threaded: bool = True) -> None:
         self.slots = slots
         self._memory = mmap.mmap(-1, slots * _WIDTH * 8)
         self._view = memoryview(self._memory).cast("Q")
         self._free = list(range(slots - 1, -1, -1))
         self._offset = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock() if threaded else None
 
     # -- in the master -----------------------------------------------------------------
 
@@ -68,6 +72,9 @@ class Metrics:
 
     def inc(self, name: str, label_value: str) -> None:
         index = self._offset + _INDEX[(name, label_value)]
+        if self._lock is None:
+            self._view[index] += 1
+            return
         with self._lock:
             self._view[index] += 1
 

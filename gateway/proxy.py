@@ -237,7 +237,7 @@ def _gevent_timeout() -> Callable[[float, type[BaseException]], Any] | None:
     return Timeout if monkey.is_module_patched("socket") else None
 
 
-def _send_all(sock: socket.socket, data: bytes) -> None:
+def send_all(sock: socket.socket, data: bytes) -> None:
     """``sendall``, but a head that fits the send buffer costs one call (gevent's
     ``sendall`` asks the socket for its buffer size on every call)."""
     sent = sock.send(data)
@@ -609,11 +609,11 @@ class Forwarder:
     ) -> Response:
         sent_body = False
         try:
-            _send_all(sock, payload)
+            send_all(sock, payload)
             if body is not None:
                 for piece in body.chunks():
                     sent_body = True
-                    _send_all(sock, piece)
+                    send_all(sock, piece)
         except (BrokenPipeError, ConnectionResetError) as exc:
             # The upstream may have answered early (e.g. 413) and closed: read that answer.
             if not sent_body and not fresh:

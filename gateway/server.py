@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from gateway.config import Settings
 
 # Query parameters that must never reach a log line: OAuth codes and states, tokens, secrets.
+_WORKERS = {"gevent": "gateway.worker.GatewayWorker"}
 _SENSITIVE_PARAMS = ("code", "state", "token", "secret", "password", "ticket", "key", "sig")
 
 
@@ -109,7 +110,10 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         # Room for replacement workers and `TTIN` scaling; shared by all of them.
-        self.metrics = Metrics(slots=max(16, 4 * settings.server.workers))
+        self.metrics = Metrics(
+            slots=max(16, 4 * settings.server.workers),
+            threaded=settings.server.worker_class == "gthread",
+        )
         # Shared by the workers so a duplicate login callback finds the first one's result.
         self.ledger = CallbackLedger()
         super().__init__()
@@ -119,7 +123,7 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
         return {
             "bind": [server.bind],
             "workers": server.workers,
-            "worker_class": server.worker_class,
+            "worker_class": _WORKERS.get(server.worker_class, server.worker_class),
             "threads": server.threads,
             "worker_connections": server.worker_connections,
             "keepalive": math.ceil(server.keepalive),

@@ -34,8 +34,9 @@ def test_render_lists_every_counter_with_help_and_type() -> None:
         assert f"# TYPE wechat_gateway_{name} counter" in text
 
 
-def test_increments_of_forked_workers_are_summed() -> None:
-    metrics = Metrics(slots=4)
+@pytest.mark.parametrize("threaded", [True, False])
+def test_increments_of_forked_workers_are_summed(threaded: bool) -> None:
+    metrics = Metrics(slots=4, threaded=threaded)
     children = []
     for increments in (3, 5):
         slot = metrics.assign_slot()

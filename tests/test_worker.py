@@ -1,0 +1,308 @@
+"""``gateway.worker``: the default gunicorn worker, on the wire and piece by piece.
+
+The wire tests run a plain ``gunicorn -k gateway.worker.GatewayWorker`` in front of the
+small WSGI app below, so what is checked is the worker alone, byte for byte: framing, HEAD
+and 204, HTTP/1.0, keep-alive, a body longer than its Content-Length, and an app that
+fails before or after the head went out.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from gunicorn.config import Config
+
+from gateway.config import validate
+from gateway.server import GatewayServer
+from gateway.worker import GatewayResponse, _Clock, _SettledConfig
+from tests.support import base_config, free_port, stop_process, wait_for_port
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    """What the wire tests talk to: the path picks the behaviour."""
+    path = environ["PATH_INFO"]
+    if path == "/one":
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+        return [b"hello"]
+    if path == "/pieces":
+        start_response("200 OK", [("Content-Length", "6")])
+        return iter([b"ab", b"cd", b"ef"])
+    if path == "/unsized":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return iter([b"abc", b"de"])
+    if path == "/empty":
+        start_response("200 OK", [("Content-Length", "0")])
+        return [b""]
+    if path == "/long":
+        start_response("200 OK", [("Content-Length", "3")])
+        return [b"abcdef"]
+    if path == "/nocontent":
+        start_response("204 No Content", [])
+        return [b""]
+    if path == "/fail-early":
+        raise RuntimeError("before the head")
+    if path == "/fail-late":
+        start_response("200 OK", [("Content-Length", "10")])
+        return _fail_after(b"12345")
+    start_response("404 Not Found", [("Content-Length", "0")])
+    return []
+
+
+def _fail_after(first: bytes) -> Iterator[bytes]:
+    yield first
+    raise RuntimeError("after the head")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("worker") / "gunicorn.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-k",
+                "gateway.worker.GatewayWorker",
+                "-w",
+                "1",
+                "-b",
+                f"127.0.0.1:{port}",
+                "tests.test_worker:app",
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for_port(port)
+            yield port
+        finally:
+            stop_process(process, signal.SIGTERM, timeout=10)
+
+
+def exchange(port: int, request: bytes, *, keep: bool = False) -> bytes:
+    """Send raw bytes, read until the server closes (or, with ``keep``, 0.5 s of quiet)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        if keep:
+            sock.settimeout(0.5)
+        received = b""
+        while True:
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                return received
+            if not data:
+                return received
+            received += data
+
+
+def split(reply: bytes) -> tuple[str, dict[str, str], bytes]:
+    head, _, body = reply.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.lower()] = value.strip()
+    return status, headers, body
+
+
+def get(path: str, *, version: str = "1.1", method: str = "GET", close: bool = True) -> bytes:
+    connection = "Connection: close\r\n" if close else ""
+    return f"{method} {path} HTTP/{version}\r\nHost: t\r\n{connection}\r\n".encode()
+
+
+def test_a_one_piece_body(server: int) -> None:
+    status, headers, body = split(exchange(server, get("/one")))
+    assert status == "HTTP/1.1 200 OK"
+    assert headers["content-length"] == "5"
+    assert headers["content-type"] == "text/plain"
+    assert headers["connection"] == "close"
+    assert headers["server"] == "gunicorn"
+    assert body == b"hello"
+
+
+def test_the_date_header_is_an_http_date_of_now(server: int) -> None:
+    _, headers, _ = split(exchange(server, get("/one")))
+    assert re.fullmatch(
+        r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT", headers["date"]
+    )
+    assert abs(parsedate_to_datetime(headers["date"]).timestamp() - time.time()) < 3
+
+
+def test_a_body_in_pieces(server: int) -> None:
+    status, headers, body = split(exchange(server, get("/pieces")))
+    assert status == "HTTP/1.1 200 OK"
+    assert headers["content-length"] == "6"
+    assert body == b"abcdef"
+
+
+def test_an_unsized_body_is_chunked_for_http11(server: int) -> None:
+    _, headers, body = split(exchange(server, get("/unsized")))
+    assert headers["transfer-encoding"] == "chunked"
+    assert body == b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+
+
+def test_an_unsized_body_ends_with_the_connection_for_http10(server: int) -> None:
+    status, headers, body = split(exchange(server, get("/unsized", version="1.0", close=False)))
+    assert status == "HTTP/1.0 200 OK"
+    assert "transfer-encoding" not in headers
+    assert headers["connection"] == "close"
+    assert body == b"abcde"
+
+
+def test_a_body_longer_than_its_content_length_is_cut(server: int) -> None:
+    _, headers, body = split(exchange(server, get("/long")))
+    assert headers["content-length"] == "3"
+    assert body == b"abc"
+
+
+def test_head_and_204_carry_no_body(server: int) -> None:
+    status, headers, body = split(exchange(server, get("/one", method="HEAD")))
+    assert status == "HTTP/1.1 200 OK"
+    assert headers["content-length"] == "5"
+    assert body == b""
+    status, headers, body = split(exchange(server, get("/nocontent")))
+    assert status == "HTTP/1.1 204 No Content"
+    assert "content-length" not in headers
+    assert body == b""
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(server: int) -> None:
+    requests = get("/one", close=False) + get("/empty", close=False) + get("/pieces")
+    reply = exchange(server, requests)
+    assert reply.count(b"HTTP/1.1 200 OK") == 3
+    assert reply.count(b"Connection: keep-alive") == 2
+    assert reply.endswith(b"Content-Length: 6\r\n\r\nabcdef")
+    assert b"Content-Length: 0\r\n\r\nHTTP/1.1 200 OK" in reply
+
+
+def test_an_app_failing_before_the_head_gets_a_500(server: int) -> None:
+    status, _, body = split(exchange(server, get("/fail-early")))
+    assert status == "HTTP/1.1 500 Internal Server Error"
+    assert b"Traceback" not in body
+
+
+def test_an_app_failing_after_the_head_closes_the_connection(server: int) -> None:
+    reply = exchange(server, get("/fail-late", close=False), keep=True)
+    status, headers, body = split(reply)
+    assert status == "HTTP/1.1 200 OK"
+    assert headers["content-length"] == "10"
+    assert body == b"12345"  # short: the client sees the answer is incomplete
+
+
+# -- the pieces -------------------------------------------------------------------------
+
+
+class RecordingSocket:
+    def __init__(self) -> None:
+        self.sends: list[bytes] = []
+
+    def send(self, data: bytes) -> int:
+        self.sends.append(bytes(data))
+        return len(data)
+
+    def sendall(self, data: bytes) -> None:
+        self.sends.append(bytes(data))
+
+
+class FakeRequest:
+    def __init__(self, method: str = "GET", version: tuple[int, int] = (1, 1)) -> None:
+        self.method = method
+        self.version = version
+
+    def should_close(self) -> bool:
+        return False
+
+
+def response(method: str = "GET") -> tuple[GatewayResponse, RecordingSocket]:
+    sock = RecordingSocket()
+    return GatewayResponse(FakeRequest(method), sock, Config()), sock
+
+
+def test_the_head_and_a_one_piece_body_leave_in_one_send() -> None:
+    resp, sock = response()
+    resp.start_response("200 OK", [("Content-Length", "5"), ("X-A", "1")])
+    resp.write(b"hello")
+    resp.close()
+    assert len(sock.sends) == 1
+    head, _, body = sock.sends[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\nServer: gunicorn\r\nDate: ")
+    assert head.endswith(b"\r\nConnection: keep-alive\r\nContent-Length: 5\r\nX-A: 1")
+    assert body == b"hello"
+    assert resp.headers_sent and resp.sent == 5
+
+
+def test_later_pieces_are_sent_as_they_come() -> None:
+    resp, sock = response()
+    resp.start_response("200 OK", [("Content-Length", "4")])
+    resp.write(b"ab")
+    resp.write(b"cdef")
+    assert [piece.partition(b"\r\n\r\n")[2] for piece in sock.sends[:1]] == [b"ab"]
+    assert sock.sends[1:] == [b"cd"]
+    assert resp.sent == 4
+
+
+def test_chunked_and_bodiless_answers_keep_gunicorns_framing() -> None:
+    resp, sock = response()
+    resp.start_response("200 OK", [])
+    resp.write(b"abc")
+    resp.close()
+    assert sock.sends[0].endswith(b"Transfer-Encoding: chunked\r\n\r\n")
+    assert sock.sends[1:] == [b"3\r\nabc\r\n", b"0\r\n\r\n"]
+    resp, sock = response("HEAD")
+    resp.start_response("200 OK", [("Content-Length", "3")])
+    resp.write(b"abc")
+    assert len(sock.sends) == 1 and sock.sends[0].endswith(b"Content-Length: 3\r\n\r\n")
+
+
+def test_the_clock_formats_once_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _Clock()
+    monkeypatch.setattr(time, "time", lambda: 1_800_000_000.25)
+    first = clock.now()
+    assert first == "Fri, 15 Jan 2027 08:00:00 GMT"
+    monkeypatch.setattr(time, "time", lambda: 1_800_000_000.9)
+    assert clock.now() is first
+    monkeypatch.setattr(time, "time", lambda: 1_800_000_001.0)
+    assert clock.now() == "Fri, 15 Jan 2027 08:00:01 GMT"
+
+
+def test_settled_config_answers_like_gunicorns() -> None:
+    cfg = Config()
+    cfg.set("keepalive", 7)
+    cfg.set("limit_request_line", 1234)
+    settled: Any = _SettledConfig(cfg)
+    for name in ("keepalive", "limit_request_line", "is_ssl", "secure_scheme_headers"):
+        assert getattr(settled, name) == getattr(cfg, name)
+    assert settled.forwarded_allow_networks() == cfg.forwarded_allow_networks()
+    assert "keepalive" in vars(settled)  # kept after the first look-up
+    with pytest.raises(AttributeError):
+        _ = settled.no_such_setting
+
+
+def test_serve_runs_this_worker_for_gevent_and_gunicorns_for_gthread() -> None:
+    def options(worker_class: str) -> dict[str, Any]:
+        config = base_config(1, "http://127.0.0.1:2", server={"worker_class": worker_class})
+        server = GatewayServer.__new__(GatewayServer)  # options only: no ledger, no metrics
+        server.settings = validate(config, {})
+        return server.gunicorn_options()
+
+    assert options("gevent")["worker_class"] == "gateway.worker.GatewayWorker"
+    assert options("gthread")["worker_class"] == "gthread"
