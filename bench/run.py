@@ -61,6 +61,7 @@ MIB = 1024 * 1024
 
 _SESSION_SECRET = "bench-session-secret-0123456789abcdefghijklmnop"
 _COOKIE_NAME = "wechat_gateway"
+GATEWAY_WORKER = "gateway.worker.GatewayWorker"
 
 
 @dataclasses.dataclass
@@ -70,6 +71,10 @@ class Contender:
     short: str
     service: Service
     setup: str
+    #: Shown beside the others on the 1 KB GET only; no target refers to it.
+    reference: bool = False
+    #: Serves the 1 KB itself: there is no upstream behind it to account for.
+    is_upstream: bool = False
 
     @property
     def port(self) -> int:
@@ -161,9 +166,19 @@ def start_services(
     stack: contextlib.ExitStack, workdir: Path
 ) -> tuple[list[Contender], list[Service]]:
     """Every server, each stopped when ``stack`` closes; the contenders among them."""
-    fast_port, slow_port, proxy_port, nginx_port, gateway_port = (free_port() for _ in range(5))
+    fast_port, slow_port, proxy_port, nginx_port, gateway_port, worker_port = (
+        free_port() for _ in range(6)
+    )
     fast = stack.enter_context(
         Service("upstream", gunicorn_argv("apps:upstream", fast_port), fast_port, workdir)
+    )
+    on_gateway_worker = stack.enter_context(
+        Service(
+            "upstream-on-gateway-worker",
+            gunicorn_argv("apps:upstream", worker_port, worker_class=GATEWAY_WORKER),
+            worker_port,
+            workdir,
+        )
     )
     slow = stack.enter_context(
         Service(
@@ -228,6 +243,7 @@ def start_services(
             "hello-world (no hop)",
             fast,
             "wrk straight to the fast upstream.",
+            is_upstream=True,
         ),
         Contender(
             "proxy_middleware",
@@ -257,10 +273,25 @@ def start_services(
             "`python -m gateway serve` with the default configuration except `public_url`, "
             "`server.bind` and the upstreams (`/` to the fast upstream, `/slow` to the slow "
             "one): gunicorn gevent, 2 workers, 1000 connections each, access log on "
-            "(written to /dev/null).",
+            "(written to /dev/null). Its gevent worker is the gateway's own "
+            "(`gateway.worker.GatewayWorker`: gunicorn's gevent worker that sends a response "
+            "head with the first body piece and does less per request), while the upstream, "
+            "the hello-world and ProxyMiddleware run gunicorn's stock gevent worker.",
+        ),
+        Contender(
+            "no_hop_gateway_worker",
+            "hello-world on the gateway's worker, no hop (reference)",
+            "hello-world, gateway's worker",
+            on_gateway_worker,
+            "the fast upstream's app on the gateway's worker class, otherwise the same "
+            "settings, wrk straight to it. Not a target: it shows what the worker alone does "
+            "for any app. The targets compare the gateway with the upstream as it is "
+            "deployed, on gunicorn's own gevent worker.",
+            reference=True,
+            is_upstream=True,
         ),
     ]
-    return contenders, [fast, slow, proxy, nginx, gateway]
+    return contenders, [fast, slow, proxy, nginx, gateway, on_gateway_worker]
 
 
 def preflight(contenders: list[Contender], headers: dict[str, str]) -> None:
@@ -305,6 +336,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     results["contenders"] = [
         {"key": c.key, "label": c.label, "short": c.short, "setup": c.setup} for c in contenders
     ]
+    results["references"] = [c.key for c in contenders if c.reference]
     cpus = results["machine"]["CPUs (usable)"]
     results["setup_notes"] = [
         "**fast upstream**: `bench/apps.py` `upstream` under gunicorn with the gateway's "
@@ -368,11 +400,9 @@ def run_all(
                     raise RuntimeError(f"{contender.label}: a worker died or was replaced")
                 record = dataclasses.asdict(run)
                 record["cpu_us_per_request"] = (after[0] - before[0]) / run.requests * 1e6
-                # For the no-hop contender its own processes are the upstream.
+                # For a no-hop contender its own processes are the upstream.
                 record["upstream_cpu_us_per_request"] = (
-                    None
-                    if contender.key == "no_hop"
-                    else (after[1] - before[1]) / run.requests * 1e6
+                    None if contender.is_upstream else (after[1] - before[1]) / run.requests * 1e6
                 )
                 results["throughput"][contender.key][str(connections)].append(record)
                 errors = f", {run.error_count} errors" if run.error_count else ""
@@ -386,6 +416,8 @@ def run_all(
 
     size = args.transfer_mib * MIB
     for contender in contenders:
+        if contender.reference:
+            continue
         transfers: dict[str, Any] = {}
         for direction, transfer in (("download", clients.download), ("upload", clients.upload)):
             time.sleep(1)
@@ -402,7 +434,7 @@ def run_all(
         results["transfers"][contender.key] = transfers
 
     for contender in contenders:
-        if contender.key == "no_hop":
+        if contender.is_upstream:
             continue
         time.sleep(1)
         with _step(contender, "the slow-upstream case"):

@@ -58,14 +58,16 @@ def ensure_system_packages() -> None:
     subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env)
 
 
-def gunicorn_argv(app: str, port: int, *, workers: int = 2) -> list[str]:
+def gunicorn_argv(
+    app: str, port: int, *, workers: int = 2, worker_class: str = "gevent"
+) -> list[str]:
     """gunicorn with the gateway's default server settings: gevent, 2 workers, 1000 conns."""
     return [
         sys.executable,
         "-m",
         "gunicorn",
         "--worker-class",
-        "gevent",
+        worker_class,
         "--workers",
         str(workers),
         "--worker-connections",

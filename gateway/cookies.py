@@ -26,6 +26,9 @@ def request_cookies(environ: WSGIEnvironment, name: str) -> list[str]:
     header = environ.get("HTTP_COOKIE")
     if not header or name not in header:
         return []
+    if ";" not in header and "," not in header:  # the common case: one cookie
+        key, sep, value = header.partition("=")
+        return [value.strip().strip('"')] if sep and key.strip() == name else []
     values = []
     for part in _PAIR_SEPARATOR.split(header):
         key, sep, value = part.partition("=")

@@ -26,6 +26,11 @@ _NO_BODY_STATUS = frozenset({204, 304})
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 _TOKEN_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# A header line that needs no cleaning: a token, a colon, a value without control
+# characters (leading blanks left out). Anything else takes the careful path.
+_PLAIN_FIELD = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)")
+# The fields that decide how the body ends.
+_FRAMING_FIELDS = frozenset({"transfer-encoding", "content-length", "connection"})
 
 
 def _clean(value: str) -> str:
@@ -54,6 +59,7 @@ class Response:
         "_after_chunk",
         "_buf",
         "_chunk_left",
+        "_framing",
         "_sock",
         "bodiless",
         "chunked",
@@ -140,7 +146,14 @@ class Response:
         self.reason = _clean(reason)
         headers: list[tuple[str, str]] = []
         lower_names: list[str] = []
+        plain_field = _PLAIN_FIELD.fullmatch
         for line in lines[1:]:
+            match = plain_field(line)
+            if match is not None:
+                name, value = match.groups()
+                headers.append((name, value.rstrip(" \t")))
+                lower_names.append(name.lower())
+                continue
             if line[:1] in (" ", "\t"):
                 if not headers:
                     raise InvalidResponse("continuation line before any header")
@@ -154,6 +167,11 @@ class Response:
             lower_names.append(name.lower())
         self.headers = headers
         self.lower_names = lower_names
+        self._framing = [
+            (lower, headers[i][1])
+            for i, lower in enumerate(lower_names)
+            if lower in _FRAMING_FIELDS
+        ]
         self.will_close = version == "HTTP/1.0"
 
     def _decide_framing(self, method: str) -> None:
@@ -161,7 +179,7 @@ class Response:
         transfer_codings: list[str] = []
         lengths: set[str] = set()
         connection: set[str] = set()
-        for (_, value), lower in zip(self.headers, self.lower_names, strict=True):
+        for lower, value in self._framing:
             if lower == "transfer-encoding":
                 transfer_codings.extend(c.strip().lower() for c in value.split(",") if c.strip())
             elif lower == "content-length":

@@ -382,8 +382,14 @@ def filter_cookie_header(value: str, names: frozenset[str]) -> str:
     Pairs are split at ``,`` as well as ``;``: a server joins repeated ``Cookie`` lines with
     a comma, and a cookie value cannot contain one (RFC 6265 4.1.1).
     """
-    if not any(name in value for name in names):
+    for name in names:
+        if name in value:
+            break
+    else:
         return value
+    if ";" not in value and "," not in value:  # one cookie
+        name = value.split("=", 1)[0].strip()
+        return value.strip() if name and name not in names else ""
     kept = []
     for part in _COOKIE_SEPARATOR.split(value):
         name = part.split("=", 1)[0].strip()

@@ -6,9 +6,9 @@ instead of shelling out, so the one YAML file configures everything and nothing 
 
 Worker model. A sign-in gateway spends its time waiting on sockets: on the upstream, on
 WeChat, on slow clients, on long streams (server-sent events, big downloads). The default
-is gunicorn's ``gevent`` worker: every request is a greenlet, so 120 requests parked on a
-slow upstream cost 120 small greenlets, not 120 threads, and a fast request is never queued
-behind them. ``gthread`` is available (``server.worker_class: gthread``) where gevent cannot
+is gunicorn's ``gevent`` worker (as ``gateway.worker.GatewayWorker``, which does less per
+request): every request is a greenlet, so 120 requests parked on a slow upstream cost 120
+small greenlets, not 120 threads, and a fast request is never queued behind them. ``gthread`` is available (``server.worker_class: gthread``) where gevent cannot
 be used; its concurrency is ``workers x threads``, so size ``server.threads`` for the
 number of slow requests you expect in flight. ``docs/architecture.md`` has the measurements.
 
@@ -65,6 +65,14 @@ class AccessLogger(Logger):  # type: ignore[misc]
 
     _stamp_second = -1
     _stamp = ""
+    _enabled = False
+    #: Whether writes take the handler's lock: not for greenlets, which cannot switch
+    #: inside a write to a plain stream (decided at the first line, in the worker).
+    _locking: bool | None = None
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        self._enabled = bool(cfg.accesslog)
 
     def _date(self) -> str:
         now = int(time.time())
@@ -74,7 +82,7 @@ class AccessLogger(Logger):  # type: ignore[misc]
         return self._stamp
 
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
-        if not self.cfg.accesslog:
+        if not self._enabled:
             return
         status = str(resp.status).split(None, 1)[0]
         sent = getattr(resp, "sent", None)
@@ -94,6 +102,12 @@ class AccessLogger(Logger):  # type: ignore[misc]
         handlers = self.access_log.handlers
         if len(handlers) == 1 and type(handlers[0]) is logging.StreamHandler:
             handler = handlers[0]
+            if self._locking is None:
+                self._locking = not _greenlets()
+            if not self._locking:
+                handler.stream.write(line + "\n")
+                handler.stream.flush()
+                return
             handler.acquire()
             try:
                 handler.stream.write(line + "\n")
@@ -102,6 +116,15 @@ class AccessLogger(Logger):  # type: ignore[misc]
                 handler.release()
         else:
             self.access_log.info(line)
+
+
+def _greenlets() -> bool:
+    """Whether this process runs on gevent (its worker patched the standard library)."""
+    try:
+        from gevent import monkey  # noqa: PLC0415 - only present with gevent
+    except ImportError:
+        return False
+    return bool(monkey.is_module_patched("threading"))
 
 
 class GatewayServer(BaseApplication):  # type: ignore[misc]

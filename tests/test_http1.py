@@ -7,6 +7,7 @@ does not need fails with ``TimeoutError`` instead of hanging the run.
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -14,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from gateway.http1 import ClosedBeforeResponse, IncompleteBody, InvalidResponse, Response
 
@@ -684,3 +687,44 @@ def test_chunked_response_is_reusable_once_read() -> None:
         upstream.send(b"0\r\n\r\n")
         assert response.read1() == b""
         assert response.reusable
+
+
+# --- the shortcut for plain header lines ---------------------------------------------------
+
+
+def careful_fields(lines: list[str]) -> list[tuple[str, str]] | None:
+    """The header rules spelled out (RFC 9112 5, obs-fold joined, controls made SP)."""
+    fields: list[tuple[str, str]] = []
+    for line in lines:
+        if line[:1] in (" ", "\t"):
+            if not fields:
+                return None
+            name, value = fields[-1]
+            cleaned = re.sub("[\x00-\x08\x0a-\x1f\x7f]", " ", line).strip(" \t")
+            fields[-1] = (name, f"{value} {cleaned}")
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", name):
+            return None
+        fields.append((name, re.sub("[\x00-\x08\x0a-\x1f\x7f]", " ", value).strip(" \t")))
+    return fields
+
+
+field_text = st.text(
+    alphabet=st.sampled_from(list("aZ-_:; \t\x00\x01\x0b\x7f\x80\xe9\xff\"'()=,/")), max_size=12
+)
+
+
+@given(st.lists(field_text, min_size=1, max_size=5))
+def test_header_lines_read_as_the_rules_say(lines: list[str]) -> None:
+    lines = [line.replace("\r", "").replace("\n", "") for line in lines]
+    assume(all(lines))  # an empty line would end the head
+    head = ("HTTP/1.1 200 OK\r\n" + "".join(f"{line}\r\n" for line in lines)).encode("latin-1")
+    expected = careful_fields(lines)
+    if expected is None:
+        with pytest.raises(InvalidResponse):
+            head_of(head + b"Content-Length: 0\r\n\r\n")
+        return
+    response = head_of(head + b"Content-Length: 0\r\n\r\n")
+    assert response.headers[:-1] == expected
+    assert response.lower_names[:-1] == [name.lower() for name, _ in expected]
