@@ -16,7 +16,7 @@ setup(
     package_data={"gateway": ["templates/*.html", "simulator/templates/*.html", "py.typed"]},
     install_requires=[
         "Werkzeug>=3.0,<4",
-        "gunicorn[gevent]>=23,<28",
+        "gunicorn[gevent]>=26.2,<28",
         "gevent>=24.10,<27",
         "packaging>=23",
         "requests>=2.31,<3",

@@ -8,9 +8,10 @@ Worker model. A sign-in gateway spends its time waiting on sockets: on the upstr
 WeChat, on slow clients, on long streams (server-sent events, big downloads). The default
 is gunicorn's ``gevent`` worker (as ``gateway.worker.GatewayWorker``, which does less per
 request): every request is a greenlet, so 120 requests parked on a slow upstream cost 120
-small greenlets, not 120 threads, and a fast request is never queued behind them. ``gthread`` is available (``server.worker_class: gthread``) where gevent cannot
-be used; its concurrency is ``workers x threads``, so size ``server.threads`` for the
-number of slow requests you expect in flight. ``docs/architecture.md`` has the measurements.
+small greenlets, not 120 threads, and a fast request is never queued behind them.
+``gthread`` is available (``server.worker_class: gthread``) where gevent cannot be used; its
+concurrency is ``workers x threads``, so size ``server.threads`` for the number of slow
+requests you expect in flight. ``docs/architecture.md`` has the measurements.
 
 The app is built after fork, in each worker (no preload), so every worker has its own
 upstream connection pools and HTTP clients.

@@ -1,15 +1,15 @@
 """gunicorn's gevent worker, with less work per request: the default for ``serve``.
 
 A proxy's own work per request is small, so what the server around it does per request
-shows in its throughput. gunicorn's request parser, environ, keep-alive loop, framing and
-error handling are used as they are; four things cost less:
+shows in its throughput. gunicorn's request parser, environ, keep-alive loop, hooks, framing
+and error handling are used as they are; three things cost less:
 
 - the response head and the first body piece leave in one ``send`` (gunicorn writes them
   separately: two system calls, and two wake-ups of the client for every small answer);
 - the ``Date`` header is formatted once a second, not with ``email.utils`` per response;
-- each gunicorn setting is looked up once per worker, not validated on every access;
-- gunicorn's ``pre_request``/``post_request`` hooks, which the gateway never sets, are not
-  called.
+- each gunicorn setting is looked up once per worker, not validated on every access.
+
+It needs gunicorn 26.2 or later (``wsgi.create`` takes the response class from there on).
 
 ``server.worker_class: gthread`` runs gunicorn's own threaded worker unchanged.
 """
@@ -84,10 +84,9 @@ class GatewayResponse(wsgi.Response):  # type: ignore[misc]
             tosend = max(0, min(self.response_length - self.sent, tosend))
             if tosend < len(arg):
                 arg = arg[:tosend]
-        head = self._head()
+        send_all(self.sock, self._head() + arg if arg else self._head())
         self.headers_sent = True
         self.sent += tosend
-        send_all(self.sock, head + arg if arg else head)
 
 
 class _SettledConfig:
@@ -118,11 +117,13 @@ class GatewayWorker(GeventWorker):  # type: ignore[misc]
         self.cfg = _SettledConfig(self.cfg)
         super().init_process()
 
-    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> bool:
+    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> bool | None:
+        """gunicorn's ``AsyncWorker.handle_request`` (27.0), with ``GatewayResponse``."""
         request_start = datetime.now()
         environ: dict[str, Any] = {}
         resp = None
         try:
+            self.cfg.pre_request(self, req)
             resp, environ = wsgi.create(
                 req, sock, addr, listener_name, self.cfg, response_class=GatewayResponse
             )
@@ -134,9 +135,14 @@ class GatewayWorker(GeventWorker):  # type: ignore[misc]
             if not self.alive or not self.cfg.keepalive:
                 resp.force_close()
             respiter = self.wsgi(environ, resp.start_response)
+            if self.is_already_handled(respiter):
+                return False
             try:
-                for item in respiter:
-                    resp.write(item)
+                if isinstance(respiter, environ["wsgi.file_wrapper"]):
+                    resp.write_file(respiter)
+                else:
+                    for item in respiter:
+                        resp.write(item)
                 resp.close()
             finally:
                 self.log.access(resp, req, environ, datetime.now() - request_start)
@@ -144,13 +150,12 @@ class GatewayWorker(GeventWorker):  # type: ignore[misc]
                     respiter.close()
             if resp.should_close():
                 raise StopIteration()
-        except (gevent.GreenletExit, SystemExit):
-            pass  # as gunicorn's gevent worker: the worker is stopping
         except (StopIteration, OSError):
             raise  # the connection ends; gunicorn's keep-alive loop handles both
-        except Exception:
+        except (Exception, SystemExit) as exc:
             if resp is not None and resp.headers_sent:
-                # The head is out: only closing the connection can tell the client.
+                # The head is out (a timeout abort is a SystemExit too): only closing the
+                # connection can tell the client the answer is incomplete.
                 self.log.exception("Error handling request")
                 try:
                     sock.shutdown(socket.SHUT_RDWR)
@@ -158,5 +163,14 @@ class GatewayWorker(GeventWorker):  # type: ignore[misc]
                 except OSError:
                     pass
                 raise StopIteration() from None
+            if isinstance(exc, SystemExit):
+                return None  # as gunicorn's gevent worker: the worker is stopping
             raise
+        except gevent.GreenletExit:
+            return None
+        finally:
+            try:
+                self.cfg.post_request(self, req, environ, resp)
+            except Exception:
+                self.log.exception("Exception in post_request hook")
         return True

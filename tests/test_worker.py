@@ -8,6 +8,7 @@ fails before or after the head went out.
 
 from __future__ import annotations
 
+import inspect
 import re
 import signal
 import socket
@@ -15,12 +16,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from gunicorn.config import Config
+from gunicorn.http import wsgi
 
 from gateway.config import validate
 from gateway.server import GatewayServer
@@ -53,56 +56,77 @@ def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[byt
         return [b"abcdef"]
     if path == "/nocontent":
         start_response("204 No Content", [])
-        return [b""]
+        return [b"not sent"]
     if path == "/fail-early":
         raise RuntimeError("before the head")
     if path == "/fail-late":
         start_response("200 OK", [("Content-Length", "10")])
-        return _fail_after(b"12345")
+        return _fail_after(b"12345", RuntimeError("after the head"))
+    if path == "/exit-late":  # how gunicorn aborts a request that ran out of time
+        start_response("200 OK", [("Content-Length", "10")])
+        return _fail_after(b"12345", SystemExit(1))
     start_response("404 Not Found", [("Content-Length", "0")])
     return []
 
 
-def _fail_after(first: bytes) -> Iterator[bytes]:
+def _fail_after(first: bytes, error: BaseException) -> Iterator[bytes]:
     yield first
-    raise RuntimeError("after the head")
+    raise error
+
+
+@contextmanager
+def gunicorn(*options: str) -> Iterator[int]:
+    """``gunicorn -k gateway.worker.GatewayWorker`` serving ``app``, on a free port."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-k",
+            "gateway.worker.GatewayWorker",
+            "-w",
+            "1",
+            "-b",
+            f"127.0.0.1:{port}",
+            *options,
+            "tests.test_worker:app",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        yield port
+    finally:
+        stop_process(process, signal.SIGTERM, timeout=10)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("worker") / "gunicorn.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-k",
-                "gateway.worker.GatewayWorker",
-                "-w",
-                "1",
-                "-b",
-                f"127.0.0.1:{port}",
-                "tests.test_worker:app",
-            ],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_for_port(port)
-            yield port
-        finally:
-            stop_process(process, signal.SIGTERM, timeout=10)
+def server() -> Iterator[int]:
+    with gunicorn("--keep-alive", "10") as port:
+        yield port
 
 
-def exchange(port: int, request: bytes, *, keep: bool = False) -> bytes:
-    """Send raw bytes, read until the server closes (or, with ``keep``, 0.5 s of quiet)."""
+def exchange(port: int, request: bytes) -> bytes:
+    """Send raw bytes, read until the server closes; a server that keeps the connection
+    open past 3 s fails the test."""
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
+        sock.sendall(request)
+        received = b""
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return received
+            received += data
+
+
+def kept_open(port: int, request: bytes) -> bytes:
+    """Send raw bytes; what arrived while the connection stayed open for 0.5 s."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(request)
-        if keep:
-            sock.settimeout(0.5)
+        sock.settimeout(0.5)
         received = b""
         while True:
             try:
@@ -110,7 +134,7 @@ def exchange(port: int, request: bytes, *, keep: bool = False) -> bytes:
             except TimeoutError:
                 return received
             if not data:
-                return received
+                raise AssertionError(f"the server closed the connection after {received!r}")
             received += data
 
 
@@ -186,12 +210,27 @@ def test_head_and_204_carry_no_body(server: int) -> None:
 
 
 def test_keep_alive_serves_several_requests_on_one_connection(server: int) -> None:
-    requests = get("/one", close=False) + get("/empty", close=False) + get("/pieces")
-    reply = exchange(server, requests)
+    requests = get("/one", close=False) + get("/empty", close=False) + get("/pieces", close=False)
+    reply = kept_open(server, requests)
     assert reply.count(b"HTTP/1.1 200 OK") == 3
-    assert reply.count(b"Connection: keep-alive") == 2
+    assert reply.count(b"Connection: keep-alive") == 3
     assert reply.endswith(b"Content-Length: 6\r\n\r\nabcdef")
     assert b"Content-Length: 0\r\n\r\nHTTP/1.1 200 OK" in reply
+
+
+def test_http10_keep_alive_with_a_sized_answer_stays_open(server: int) -> None:
+    request = b"GET /one HTTP/1.0\r\nHost: t\r\nConnection: keep-alive\r\n\r\n"
+    status, headers, body = split(kept_open(server, request))
+    assert status == "HTTP/1.0 200 OK"
+    assert headers["connection"] == "keep-alive"
+    assert body == b"hello"
+
+
+def test_http10_keep_alive_with_an_unsized_answer_closes(server: int) -> None:
+    request = b"GET /unsized HTTP/1.0\r\nHost: t\r\nConnection: keep-alive\r\n\r\n"
+    _, headers, body = split(exchange(server, request))  # ends: the body is read to EOF
+    assert headers["connection"] == "close"
+    assert body == b"abcde"
 
 
 def test_an_app_failing_before_the_head_gets_a_500(server: int) -> None:
@@ -200,12 +239,42 @@ def test_an_app_failing_before_the_head_gets_a_500(server: int) -> None:
     assert b"Traceback" not in body
 
 
-def test_an_app_failing_after_the_head_closes_the_connection(server: int) -> None:
-    reply = exchange(server, get("/fail-late", close=False), keep=True)
+@pytest.mark.parametrize("path", ["/fail-late", "/exit-late"])
+def test_an_app_failing_after_the_head_closes_the_connection(server: int, path: str) -> None:
+    reply = exchange(server, get(path, close=False))  # keep-alive asked, yet it ends
     status, headers, body = split(reply)
     assert status == "HTTP/1.1 200 OK"
     assert headers["content-length"] == "10"
     assert body == b"12345"  # short: the client sees the answer is incomplete
+
+
+def test_without_keep_alive_every_answer_closes() -> None:
+    with gunicorn("--keep-alive", "0") as port:
+        _, headers, body = split(exchange(port, get("/one", close=False)))
+    assert headers["connection"] == "close"
+    assert body == b"hello"
+
+
+def test_the_last_request_before_a_max_requests_restart_closes() -> None:
+    with gunicorn("--max-requests", "1", "--keep-alive", "10") as port:
+        _, headers, body = split(exchange(port, get("/one", close=False)))
+    assert headers["connection"] == "close"
+    assert body == b"hello"
+
+
+def test_gunicorn_hooks_still_run(tmp_path: Path) -> None:
+    hooks = tmp_path / "hooks.py"
+    seen = tmp_path / "seen"
+    hooks.write_text(
+        "def pre_request(worker, req):\n"
+        f"    open({str(seen)!r}, 'a').write('pre ' + req.path + '\\n')\n"
+        "def post_request(worker, req, environ, resp):\n"
+        f"    open({str(seen)!r}, 'a').write('post ' + resp.status + '\\n')\n",
+        encoding="utf-8",
+    )
+    with gunicorn("-c", str(hooks)) as port:
+        exchange(port, get("/one"))
+    assert seen.read_text(encoding="utf-8") == "pre /one\npost 200 OK\n"
 
 
 # -- the pieces -------------------------------------------------------------------------
@@ -295,6 +364,11 @@ def test_settled_config_answers_like_gunicorns() -> None:
     assert "keepalive" in vars(settled)  # kept after the first look-up
     with pytest.raises(AttributeError):
         _ = settled.no_such_setting
+
+
+def test_gunicorn_lets_the_worker_choose_the_response_class() -> None:
+    # setup.py's lower bound: wsgi.create takes response_class from gunicorn 26.2 on.
+    assert "response_class" in inspect.signature(wsgi.create).parameters
 
 
 def test_serve_runs_this_worker_for_gevent_and_gunicorns_for_gthread() -> None:
