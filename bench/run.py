@@ -46,7 +46,7 @@ from services import (
     Service,
     cpu_seconds,
     ensure_system_packages,
-    free_port,
+    free_ports,
     gunicorn_argv,
     nginx_binary,
     nginx_config,
@@ -166,9 +166,7 @@ def start_services(
     stack: contextlib.ExitStack, workdir: Path
 ) -> tuple[list[Contender], list[Service]]:
     """Every server, each stopped when ``stack`` closes; the contenders among them."""
-    fast_port, slow_port, proxy_port, nginx_port, gateway_port, worker_port = (
-        free_port() for _ in range(6)
-    )
+    fast_port, slow_port, proxy_port, nginx_port, gateway_port, worker_port = free_ports(6)
     fast = stack.enter_context(
         Service("upstream", gunicorn_argv("apps:upstream", fast_port), fast_port, workdir)
     )
@@ -386,6 +384,9 @@ def run_all(
             clients.wrk(url, max(args.connections), 2, script, headers)
         results["throughput"][contender.key] = {str(n): [] for n in args.connections}
     pids = {c.key: c.service.pids() for c in contenders}
+    for contender in contenders:
+        if not pids[contender.key]:
+            raise RuntimeError(f"{contender.label} is not running:\n{contender.service.log_tail()}")
     # Rounds interleave the contenders, so a noisy minute hits them all alike.
     for round_ in range(1, args.runs + 1):
         for connections in args.connections:

@@ -24,10 +24,23 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_ports(count: int) -> list[int]:
+    """``count`` different free loopback ports (all held at once while they are chosen)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+
+
+def _listener_inode(port: int) -> int | None:
+    """The inode of the socket listening on 127.0.0.1:``port``, from /proc/net/tcp."""
+    for line in Path("/proc/net/tcp").read_text(encoding="ascii").splitlines()[1:]:
+        fields = line.split()
+        address, state, inode = fields[1], fields[3], fields[9]
+        if state == "0A" and address == f"0100007F:{port:04X}":
+            return int(inode)
+    return None
 
 
 def nginx_binary() -> str | None:
@@ -175,6 +188,8 @@ class Service:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited early:\n{self.log_tail()}")
             if self._answers():
+                if not self._listens():
+                    raise RuntimeError(f"port {self.port} is taken by another process")
                 return
             time.sleep(0.1)
         raise TimeoutError(f"{self.name} did not answer on port {self.port}:\n{self.log_tail()}")
@@ -187,6 +202,18 @@ class Service:
                 return sock.recv(16).startswith(b"HTTP/1.1 200")
         except OSError:
             return False
+
+    def _listens(self) -> bool:
+        """Whether the socket listening on the port is this service's own."""
+        inode = _listener_inode(self.port)
+        target = f"socket:[{inode}]"
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    with contextlib.suppress(OSError):
+                        if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                            return True
+        return False
 
     def pids(self) -> list[int]:
         """The process and all its descendants (gunicorn or nginx master plus workers)."""
