@@ -279,7 +279,7 @@ def start_services(
         Contender(
             "no_hop_gateway_worker",
             "hello-world on the gateway's worker, no hop (reference)",
-            "hello-world, gateway's worker",
+            "hello, gateway worker",
             on_gateway_worker,
             "the fast upstream's app on the gateway's worker class, otherwise the same "
             "settings, wrk straight to it. Not a target: it shows what the worker alone does "
