@@ -99,6 +99,14 @@ class Gateway:
             SessionCodec(session.secret, session.previous_secrets, clock=clock),
             CookieSpec(session.cookie_name, secure=session.secure, domain=session.cookie_domain),
             clock=clock,
+            app_ids=frozenset(
+                [settings.wechat.app_id]
+                + (
+                    [settings.wechat.official_account.app_id]
+                    if settings.wechat.official_account
+                    else []
+                )
+            ),
         )
         self.access = AccessPolicy(settings.access)
         self.public_scheme = settings.public_url.partition("://")[0]

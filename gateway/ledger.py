@@ -6,14 +6,16 @@ exchange fails (40163) and the user would see an error although the first reques
 them in. The ledger lets the two requests meet: the first to *claim* the code exchanges it
 and *records* the outcome (the session cookie and target); a second request with the same
 code and the same state waits for that outcome and answers with the same cookie and
-redirect, without calling WeChat again.
+redirect, without calling WeChat again. It also remembers which login states were used, until
+they expire, so a state comes back with a second code only to be refused: the browser's
+own record of a used state (in its login cookie) is not enough against a replayed old cookie.
 
 The requests may land on different workers, so the ledger is a private directory
 (mode 0700) that the gunicorn master creates before forking: a claim is an exclusive file
 creation, an outcome an atomic rename. Files are named by a hash of the code, hold only a
 hash of the state and the sealed (encrypted) cookie, and are swept after ``ttl`` seconds.
 Replicas behind a load balancer do not share it; the duplicate then gets the ordinary
-"code already used" page.
+"code already used" page, and a used state is refused by the replica that saw it used.
 """
 
 from __future__ import annotations
@@ -65,6 +67,19 @@ class CallbackLedger:
         os.close(fd)
         return True
 
+    def use_state(self, state: str, until: float) -> bool:
+        """True the first time a login state is used; it stays used until ``until``, the
+        state's own expiry (a replay with another code is then refused)."""
+        self._sweep()
+        path = self.directory / (self._state_digest(state) + ".state")
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            return False
+        os.close(fd)
+        os.utime(path, (until, until))
+        return True
+
     def record(self, code: str, state: str, outcome: Outcome) -> None:
         payload = {
             "state": self._state_digest(state),
@@ -99,9 +114,12 @@ class CallbackLedger:
             )
 
     def _sweep(self) -> None:
-        cutoff = time.time() - self.ttl
+        now = time.time()
+        cutoff = now - self.ttl
         with contextlib.suppress(FileNotFoundError):
             for entry in os.scandir(self.directory):
                 with contextlib.suppress(FileNotFoundError):
-                    if entry.stat().st_mtime < cutoff:
+                    # A used state's file is dated with the state's expiry.
+                    limit = now if entry.name.endswith(".state") else cutoff
+                    if entry.stat().st_mtime < limit:
                         os.unlink(entry.path)

@@ -19,7 +19,8 @@ live in the browser, in a cookie sealed with the session secret (``<cookie_name>
 browser that did not start the login finds no state: 400, and no call to WeChat. After a
 successful callback the state stays in that cookie marked as used, so the same browser
 replaying the callback (back button, reload) lands on its target again instead of an error,
-while everyone else still gets 400.
+while everyone else still gets 400. The server remembers used states too (in the ledger,
+below), so an old copy of the login cookie cannot bring a used state back with a new code.
 
 Inside WeChat's own browser (``MicroMessenger`` in the User-Agent) and with
 ``wechat.official_account`` configured, the same steps run through the Official Account's
@@ -293,6 +294,7 @@ class LoginFlow:
         code = query.get("code")
         remaining = [p for p in pending if p is not entry]
         if not code:
+            self.ledger.use_state(state, entry.expires_at)
             raise LoginCancelled(
                 actions=self._retry(entry.target),
                 extra_headers=(self._pending_cookie(remaining),),
@@ -301,6 +303,10 @@ class LoginFlow:
         state_cookie = self._pending_cookie([entry, *remaining])
         if not self.ledger.claim(code):
             return self._duplicate(start_response, code, entry, state_cookie)
+        if not self.ledger.use_state(state, entry.expires_at):
+            # Used before, with another code: an old copy of the login cookie replayed.
+            self.ledger.record(code, state, Outcome(ok=False))
+            raise LoginStateInvalid(actions=self._retry())
         try:
             session = self._sign_in(entry.flow, code, entry.target)
             session_cookie = self.sessions.save(session, self.clock())

@@ -354,14 +354,22 @@ class CookieSessionStore:
     and skips the cryptography for them; the sealed expiry is still checked every time.
     """
 
-    __slots__ = ("_opened", "clock", "codec", "cookie")
+    __slots__ = ("_opened", "app_ids", "clock", "codec", "cookie")
 
     def __init__(
-        self, codec: SessionCodec, cookie: CookieSpec, *, clock: Callable[[], float] = time.time
+        self,
+        codec: SessionCodec,
+        cookie: CookieSpec,
+        *,
+        clock: Callable[[], float] = time.time,
+        app_ids: frozenset[str] = frozenset(),
     ) -> None:
         self.codec = codec
         self.cookie = cookie
         self.clock = clock
+        #: The app ids this gateway signs in with; a session from another app (sealed with
+        #: a shared secret) is no session here: its openid names someone else there.
+        self.app_ids = app_ids
         self._opened: dict[str, tuple[Session, bool]] = {}
 
     def load(self, environ: WSGIEnvironment) -> tuple[Session, bool] | None:
@@ -370,7 +378,7 @@ class CookieSessionStore:
             found = self._opened.get(value)
             if found is None:
                 found = self.codec.decode_with_meta(value)
-                if found is None:
+                if found is None or (self.app_ids and found[0].app_id not in self.app_ids):
                     continue
                 if len(self._opened) >= _OPENED_CACHE:
                     self._opened.clear()  # plain dict operations stay safe across threads

@@ -164,17 +164,19 @@ def baseline_allow_file(wechat: WeChat) -> str:
 def test_the_allow_file_is_read_by_every_worker(gw_allow: AllowDeployment) -> None:
     wechat = gw_allow.wechat
     zhangsan_elsewhere = session_cookie(
-        "oZhangsanInAnotherApp000001", unionid=wechat.unionid("zhangsan")
+        "oZhangsanInAnotherApp000001", unionid=wechat.unionid("zhangsan"), app_id=wechat.app.app_id
     )
     for _ in range(3):
         assert set(gw_allow.burst(wechat.cookie("alice"))) == {200}
         assert set(gw_allow.burst(wechat.cookie("bob"))) == {403}
-        # A unionid entry lets its user in whichever app issued the openid.
+        # A unionid entry lets its user in under any openid (another app's, say).
         assert set(gw_allow.burst(zhangsan_elsewhere)) == {200}
-        assert set(gw_allow.burst(session_cookie(FIXED_ID, unionid=None))) == {200}
+        fixed = session_cookie(FIXED_ID, unionid=None, app_id=wechat.app.app_id)
+        assert set(gw_allow.burst(fixed)) == {200}
     # Comment text is not an entry, not even the part that looks like an id.
     for text in ("#", "(bob", "left", "alice,", "by"):
-        assert gw_allow.burst(session_cookie(text, unionid=text), 2) == [403, 403]
+        cookie = session_cookie(text, unionid=text, app_id=wechat.app.app_id)
+        assert gw_allow.burst(cookie, 2) == [403, 403]
 
 
 @pytest.mark.parametrize("atomic", [True, False], ids=["atomic-rename", "in-place"])
@@ -199,7 +201,8 @@ def test_a_missing_or_unreadable_allow_file_allows_no_one_from_it(
     gw_allow: AllowDeployment,
 ) -> None:
     wechat = gw_allow.wechat
-    alice, fixed = wechat.cookie("alice"), session_cookie(FIXED_ID, unionid=None)
+    alice = wechat.cookie("alice")
+    fixed = session_cookie(FIXED_ID, unionid=None, app_id=wechat.app.app_id)
     offset = len(gw_allow.gateway.log())
     gw_allow.allow_file.unlink()
     try:

@@ -258,3 +258,24 @@ def test_the_ledger_forgets_after_its_ttl(tmp_path: Path) -> None:
         os.utime(entry, (past, past))
     assert ledger.claim("new-code")  # sweeps
     assert sorted(p.suffix for p in directory.iterdir()) == [".claim"]
+
+
+def test_a_used_state_stays_used_until_it_expires(tmp_path: Path) -> None:
+    directory = tmp_path / "ledger"
+    directory.mkdir()
+    ledger = CallbackLedger(str(directory), ttl=1)
+    state = "StateValue0123456789abcdefABCDEF"
+    assert ledger.use_state(state, time.time() + 600)
+    assert not ledger.use_state(state, time.time() + 600)
+    assert ledger.use_state("AnotherState", time.time() + 600)
+    old = time.time() - 5  # claims and outcomes older than the ttl are swept...
+    for entry in directory.iterdir():
+        if entry.suffix != ".state":
+            os.utime(entry, (old, old))
+    assert ledger.claim("some-code")
+    assert not ledger.use_state(state, time.time() + 600)  # ...a state only once it expires
+    for entry in directory.iterdir():
+        assert state not in entry.name
+        assert stat.S_IMODE(entry.stat().st_mode) == 0o600
+    assert ledger.use_state("ExpiredState", time.time() - 1)
+    assert ledger.use_state("ExpiredState", time.time() + 600)  # the expired mark was swept

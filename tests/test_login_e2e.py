@@ -642,6 +642,25 @@ def test_replayed_callback_without_the_session_is_refused(gw: Deployment) -> Non
     assert gw.token_calls() == calls
 
 
+def test_a_used_state_with_a_new_code_is_refused_even_with_the_old_login_cookie(
+    gw: Deployment,
+) -> None:
+    """The browser's login cookie marks the state used; a copy taken before does not undo it."""
+    browser = gw.browser()
+    authorize_url = gw.begin(browser)
+    old_login_cookie = browser.jar[(LOGIN_COOKIE, "/_gateway/")]
+    assert location(browser.get(gw.authorize(authorize_url))) == gw.url + TARGET
+
+    replayer = gw.browser()
+    replayer.jar[(LOGIN_COOKIE, "/_gateway/")] = old_login_cookie
+    calls = gw.token_calls()
+    replay = replayer.get(gw.authorize(authorize_url, "bob"))  # same state, a fresh code
+    assert replay.status_code == 400
+    assert_no_session_set(replay)
+    assert replayer.session_value() is None
+    assert gw.token_calls() == calls  # refused before WeChat is asked
+
+
 def test_replayed_callback_from_anyone_else_is_refused(gw: Deployment) -> None:
     victim = gw.browser()
     callback_url = gw.authorize(gw.begin(victim))
@@ -807,10 +826,23 @@ def test_forged_session_cookie_is_no_session(gw: Deployment, kind: str) -> None:
 
 def test_valid_minted_cookie_is_a_session(gw: Deployment) -> None:
     """The control for the forged cookies: the same helper's valid value does get in."""
-    echo = echo_of(
-        http_session().get(gw.url + "/minted", headers={"Cookie": f"{COOKIE}={session_cookie()}"})
-    )
+    website = gw.wechat.simulator.app_of_kind("website").app_id
+    cookie = session_cookie(app_id=website)
+    echo = echo_of(http_session().get(gw.url + "/minted", headers={"Cookie": f"{COOKIE}={cookie}"}))
     assert echo.value("X-WeChat-OpenID") == "oTestOpenID0000000000000001"
+    assert echo.value("X-WeChat-AppID") == website
+
+
+def test_a_cookie_sealed_for_another_app_is_no_session(gw: Deployment) -> None:
+    """Same secret, other app id (e.g. a second deployment): its openid names someone else."""
+    cookie = session_cookie(app_id="wx00000000000000ff")
+    reply = http_session().get(
+        gw.url + "/minted",
+        headers={"Cookie": f"{COOKIE}={cookie}"},
+        allow_redirects=False,
+    )
+    assert reply.status_code == 302
+    assert "/_gateway/login" in reply.headers["Location"]
 
 
 HOST_TRICKS = [
