@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -242,6 +243,7 @@ def _substitute(value: str, path: str, environ: Mapping[str, str], problems: lis
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _HOSTNAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(?:\.(?!-)[a-z0-9-]{1,63}(?<!-))*\.?")
@@ -259,19 +261,26 @@ def check_bind(value: str) -> str | None:
     return None
 
 
-def parse_duration(value: object) -> float:
-    """Seconds from ``30``, ``1.5``, ``"90s"``, ``"15m"``, ``"12h"``, ``"7d"``, ``"250ms"``."""
+def parse_duration(value: object, *, longest: str = "36500d") -> float:
+    """Seconds from ``30``, ``1.5``, ``"90s"``, ``"15m"``, ``"12h"``, ``"7d"``, ``"250ms"``;
+    at most ``longest``, itself a duration (clocks and cookie dates must be able to add it)."""
     if isinstance(value, bool):
         raise ValueError("must be a duration such as 30, 90s, 15m, 12h or 7d")
+    seconds = None
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError("must not be negative")
-        return float(value)
-    if isinstance(value, str):
+        seconds = float(value)
+    elif isinstance(value, str):
         match = _DURATION.match(value)
         if match:
-            return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    raise ValueError("must be a duration such as 30, 90s, 15m, 12h or 7d")
+            seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds is None or math.isnan(seconds):
+        raise ValueError("must be a duration such as 30, 90s, 15m, 12h or 7d")
+    match = _DURATION.match(longest)
+    if match and seconds > float(match.group(1)) * _DURATION_UNITS[match.group(2)]:
+        raise ValueError(f"must be at most {longest}")
+    return seconds
 
 
 def parse_size(value: object) -> int:
@@ -404,9 +413,13 @@ class _Section:
         result: bool = self._get(key, default, convert, False)
         return result
 
-    def duration(self, key: str, default: float, *, positive: bool = False) -> float:
+    def duration(
+        self, key: str, default: float, *, positive: bool = False, maximum: str | None = None
+    ) -> float:
+        """A duration; ``maximum`` is the longest allowed, written as a duration ("1d")."""
+
         def convert(value: object) -> float:
-            seconds = parse_duration(value)
+            seconds = parse_duration(value, longest=maximum or "36500d")
             if positive and seconds <= 0:
                 raise ValueError("must be greater than zero")
             return seconds
@@ -571,7 +584,7 @@ def _validate_login(section: _Section) -> LoginSettings:
     ):
         section.problem("logo_url", "must be an http or https URL or a path starting with /")
     return LoginSettings(
-        state_ttl=section.duration("state_ttl", defaults.state_ttl, positive=True),
+        state_ttl=section.duration("state_ttl", defaults.state_ttl, positive=True, maximum="1d"),
         mode=section.choice("mode", defaults.mode, ("redirect", "page")),
         title=section.string("title", ""),
         logo_url=logo_url,
@@ -695,7 +708,7 @@ def _validate_session(section: _Section, *, https: bool) -> SessionSettings | No
     cookie_name = section.string("cookie_name", "wechat_gateway")
     if not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", cookie_name):
         section.problem("cookie_name", "must be 1-64 characters of letters, digits, '_' or '-'")
-    max_age = section.duration("max_age", 7 * 86400, positive=True)
+    max_age = section.duration("max_age", 7 * 86400, positive=True, maximum="400d")
     if 0 < max_age < 1:
         section.problem("max_age", "must be at least 1 second")
     cookie_domain = section.string("cookie_domain", "") or None

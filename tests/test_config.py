@@ -992,3 +992,35 @@ def test_default_path_is_the_environment_variable_then_gateway_yaml(
     monkeypatch.setenv("WECHAT_GATEWAY_CONFIG", str(other))
     assert default_config_path() == other
     assert load_settings().public_url == "https://other.example"
+
+
+def test_durations_too_long_to_use_are_refused() -> None:
+    """A cookie's Expires or a clock must be able to add the duration to now (no 500 later)."""
+    config = minimal()
+    config["session"] = {**config["session"], "max_age": "10000000000000d"}
+    config["login"] = {"state_ttl": "2d"}
+    config["upstreams"] = [
+        {"prefix": "/", "url": "http://127.0.0.1:9001", "timeout": "36501d", "read_timeout": ".nan"}
+    ]
+    found = problems(config)
+    assert problems_for(found, "session.max_age") == ["session.max_age: must be at most 400d"]
+    assert problems_for(found, "login.state_ttl") == ["login.state_ttl: must be at most 1d"]
+    assert problems_for(found, "upstreams[0].timeout") == [
+        "upstreams[0].timeout: must be at most 36500d"
+    ]
+    assert mentions(found, "upstreams[0].read_timeout", "must be a duration")
+
+
+def test_the_longest_durations_are_accepted() -> None:
+    config = minimal()
+    config["session"] = {**config["session"], "max_age": "400d"}
+    config["login"] = {"state_ttl": "1d"}
+    settings = parse(config)
+    assert settings.session.max_age == 400 * 86400
+    assert settings.login.state_ttl == 86400
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), "36501d"])
+def test_parse_duration_refuses_what_no_clock_can_add(value: object) -> None:
+    with pytest.raises(ValueError, match="must"):
+        parse_duration(value)
