@@ -437,7 +437,10 @@ def build_request_head(
     if framing:
         lines.append(framing)
     client = environ.get("REMOTE_ADDR")
-    forwarded_for = environ.get("HTTP_X_FORWARDED_FOR")
+    # Named in Connection, the client's copy is hop-by-hop: only the client address is sent.
+    forwarded_for = (
+        None if "x-forwarded-for" in connection_listed else environ.get("HTTP_X_FORWARDED_FOR")
+    )
     if client:
         forwarded_for = f"{forwarded_for}, {client}" if forwarded_for else client
     if forwarded_for:
@@ -666,28 +669,31 @@ class Forwarder:
         reason = response.reason or _phrase(status)
         sock.settimeout(upstream.read_timeout)
         length = response.length
+        first = b""
         if length is not None and length <= _SMALL_BODY:
-            # Small answers are read whole first: the connection goes back to the pool
-            # before the client is written to, and a failure can still be a clean 502.
+            # A small answer that has arrived whole with one read (the usual case) goes out
+            # in one piece, after its connection is back in the pool; a failure is still a
+            # clean 502. One that trickles is streamed as it comes, like any other.
             try:
-                data = response.read_all()
+                first = response.read1(length) if length else b""
             except TimeoutError:
                 sock.close()
                 raise UpstreamTimeout("the upstream stalled mid-body") from None
             except (OSError, IncompleteBody, InvalidResponse) as exc:
                 sock.close()
                 raise UpstreamUnavailable(f"the upstream {_reason(exc)}") from None
-            _finish(upstream, sock, response)
-            if not response.bodiless:
-                headers.append(("Content-Length", str(length)))
-            elif response.declared_length is not None:
-                headers.append(("Content-Length", str(response.declared_length)))
-            start_response(f"{status} {reason}", headers)
-            return [data] if data else []
+            if response.complete:
+                _finish(upstream, sock, response)
+                if not response.bodiless:
+                    headers.append(("Content-Length", str(length)))
+                elif response.declared_length is not None:
+                    headers.append(("Content-Length", str(response.declared_length)))
+                start_response(f"{status} {reason}", headers)
+                return [first] if first else []
         if length is not None:
             headers.append(("Content-Length", str(length)))
         start_response(f"{status} {reason}", headers)
-        return _StreamedBody(upstream, sock, response)
+        return _StreamedBody(upstream, sock, response, first)
 
     def _response_headers(self, upstream: Upstream, response: Response) -> list[tuple[str, str]]:
         connection_listed = response.connection_tokens
@@ -733,17 +739,22 @@ class _StreamedBody:
     client disconnected, which is what releases the upstream connection.
     """
 
-    __slots__ = ("_done", "_response", "_sock", "_upstream")
+    __slots__ = ("_done", "_first", "_response", "_sock", "_upstream")
 
-    def __init__(self, upstream: Upstream, sock: socket.socket, response: Response) -> None:
+    def __init__(
+        self, upstream: Upstream, sock: socket.socket, response: Response, first: bytes = b""
+    ) -> None:
         self._upstream = upstream
         self._sock = sock
         self._response = response
+        self._first = first  # body bytes already read
         self._done = False
 
     def __iter__(self) -> Iterator[bytes]:
         response = self._response
         read1 = response.read1
+        if self._first:
+            yield self._first
         while True:
             try:
                 data = read1(_STREAM_CHUNK)

@@ -454,6 +454,32 @@ def test_trickling_response_reaches_the_client_at_once(
     assert reply.value("Content-Type") == "text/event-stream"
 
 
+def test_a_small_sized_answer_that_trickles_reaches_the_client_as_it_comes(
+    port: int, raw: RawUpstream
+) -> None:
+    rest_sent = threading.Event()
+    first_seen = threading.Event()
+
+    def trickle(ex: Exchange) -> None:
+        ex.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+        first_seen.wait(5)  # the rest only once the client has the first half
+        rest_sent.set()
+        ex.send(b"world")
+
+    raw.route("/trickle/small", trickle)
+    with Client(port, timeout=5) as client:
+        client.send(build("GET", "/trickle/small"))
+        head = client.head()
+        while b"hello" not in client.buf:
+            assert client.fill(), "the answer ended early"
+        assert not rest_sent.is_set(), "the first half arrived only with the second"
+        first_seen.set()
+        client.buf = head + b"\r\n\r\n" + client.buf
+        reply = client.reply()
+    assert reply.status == 200
+    assert reply.body == b"helloworld"
+
+
 def _worker_pids(master: int) -> list[int]:
     children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
     return [int(pid) for pid in children]
@@ -900,25 +926,32 @@ def _die_mid_body(ex: Exchange) -> None:
     ex.close = True
 
 
-def test_small_body_cut_short_is_a_clean_502(port: int, raw: RawUpstream) -> None:
-    raw.route("/die/length", _die_mid_body)
-    reply = fetch(port, "GET", "/die/length/1000", [("Accept", "application/json")])
-    assert reply.status == 502
-    assert reply.complete
-    assert reply.json()["error"] == "Bad gateway"
-
-
-def test_large_body_cut_short_aborts_the_connection(port: int, raw: RawUpstream) -> None:
+@pytest.mark.parametrize("size", [10, 1000, 200_000])
+def test_a_body_cut_short_aborts_the_connection(port: int, raw: RawUpstream, size: int) -> None:
     raw.route("/die/length", _die_mid_body)
     # A short timeout: the abort must come at once, not when an idle keep-alive expires.
     with Client(port, timeout=2) as client:
-        client.send(build("GET", "/die/length/200000"))
+        client.send(build("GET", f"/die/length/{size}"))
         reply = client.reply()
         assert reply.status == 200
-        assert reply.value("Content-Length") == "200000"
+        assert reply.value("Content-Length") == str(size)
         assert not reply.complete
-        assert len(reply.body) < 200000
+        assert len(reply.body) < size
         assert client.eof
+
+
+def test_an_answer_that_ends_right_after_its_head_is_a_clean_502(
+    port: int, raw: RawUpstream
+) -> None:
+    def die_before_the_body(ex: Exchange) -> None:
+        ex.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+        ex.close = True
+
+    raw.route("/die/head-only", die_before_the_body)
+    reply = fetch(port, "GET", "/die/head-only", [("Accept", "application/json")])
+    assert reply.status == 502
+    assert reply.complete
+    assert reply.json()["error"] == "Bad gateway"
 
 
 @pytest.mark.parametrize("size", [500, 200_000])
