@@ -9,6 +9,9 @@ and error handling are used as they are; three things cost less:
 - the ``Date`` header is formatted once a second, not with ``email.utils`` per response;
 - each gunicorn setting is looked up once per worker, not validated on every access.
 
+And one thing gunicorn does not do: an app's own ``Server`` and ``Date`` fields (the
+upstream's, for a proxied answer) are kept instead of being replaced by gunicorn's.
+
 It needs gunicorn 26.2 or later (``wsgi.create`` takes the response class from there on).
 
 ``server.worker_class: gthread`` runs gunicorn's own threaded worker unchanged.
@@ -44,6 +47,7 @@ class _Clock:
 
 
 _clock = _Clock()
+_SERVER_FIELDS = frozenset({"server", "date"})
 
 
 class GatewayResponse(wsgi.Response):  # type: ignore[misc]
@@ -51,6 +55,16 @@ class GatewayResponse(wsgi.Response):  # type: ignore[misc]
 
     headers_sent: bool
     sent: int
+    #: ``Server`` and ``Date`` from the app, which gunicorn would drop for its own: a proxied
+    #: answer keeps the upstream's.
+    _app_fields: frozenset[str] = frozenset()
+
+    def process_headers(self, headers: list[tuple[str, str]]) -> None:
+        own = [(name, value) for name, value in headers if name.lower() in _SERVER_FIELDS]
+        super().process_headers(headers)  # validates every field; drops those two
+        if own:
+            self.headers.extend((name, value.strip(" \t")) for name, value in own)
+            self._app_fields = frozenset(name.lower() for name, _ in own)
 
     def default_headers(self) -> list[str]:
         if self.upgrade:
@@ -60,9 +74,14 @@ class GatewayResponse(wsgi.Response):  # type: ignore[misc]
         else:
             connection = "keep-alive"
         version = self.req.version
+        if self._app_fields:
+            server = "" if "server" in self._app_fields else f"Server: {self.version}\r\n"
+            date = "" if "date" in self._app_fields else f"Date: {_clock.now()}\r\n"
+        else:
+            server, date = f"Server: {self.version}\r\n", f"Date: {_clock.now()}\r\n"
         headers = [
-            f"HTTP/{version[0]}.{version[1]} {self.status}\r\n"
-            f"Server: {self.version}\r\nDate: {_clock.now()}\r\nConnection: {connection}\r\n"
+            f"HTTP/{version[0]}.{version[1]} {self.status}\r\n{server}{date}"
+            f"Connection: {connection}\r\n"
         ]
         if self.chunked:
             headers.append("Transfer-Encoding: chunked\r\n")

@@ -853,6 +853,24 @@ def test_set_cookie_headers_stay_apart_and_in_order(port: int, raw: RawUpstream,
     assert len(reply.body) == size
 
 
+@pytest.mark.parametrize("size", [10, 100_000])
+def test_the_upstreams_server_and_date_reach_the_client(
+    port: int, raw: RawUpstream, size: int
+) -> None:
+    fields = [("Server", "legacy-app/2.1 (Unix)"), ("Date", "Mon, 01 Jan 2024 00:00:00 GMT")]
+    raw.route(f"/server-date/{size}", lambda ex: ex.reply(b"x" * size, headers=fields))
+    reply = fetch(port, "GET", f"/server-date/{size}")
+    assert reply.values("Server") == ["legacy-app/2.1 (Unix)"]
+    assert reply.values("Date") == ["Mon, 01 Jan 2024 00:00:00 GMT"]
+    assert len(reply.body) == size
+
+
+def test_the_gateways_own_pages_carry_a_date(port: int) -> None:
+    reply = fetch(port, "GET", "/_gateway/healthz")
+    assert len(reply.values("Date")) == 1
+    assert reply.values("Server") == ["gunicorn"]
+
+
 def test_location_rewriting(port: int, raw: RawUpstream) -> None:
     upstream = f"http://127.0.0.1:{raw.port}"
     public = f"http://127.0.0.1:{port}"

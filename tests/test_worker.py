@@ -57,6 +57,16 @@ def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[byt
     if path == "/nocontent":
         start_response("204 No Content", [])
         return [b"not sent"]
+    if path == "/own-server":
+        start_response(
+            "200 OK",
+            [
+                ("Server", "upstream/1.0"),
+                ("Date", "Mon, 01 Jan 2024 00:00:00 GMT "),
+                ("Content-Length", "2"),
+            ],
+        )
+        return [b"ok"]
     if path == "/fail-early":
         raise RuntimeError("before the head")
     if path == "/fail-late":
@@ -169,6 +179,17 @@ def test_the_date_header_is_an_http_date_of_now(server: int) -> None:
         r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT", headers["date"]
     )
     assert abs(parsedate_to_datetime(headers["date"]).timestamp() - time.time()) < 3
+
+
+def test_the_apps_own_server_and_date_are_kept(server: int) -> None:
+    head, _, body = exchange(server, get("/own-server")).partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert [line for line in lines if line.lower().startswith((b"server:", b"date:"))] == [
+        b"Server: upstream/1.0",
+        b"Date: Mon, 01 Jan 2024 00:00:00 GMT",
+    ]
+    assert b"Content-Length: 2" in lines
+    assert body == b"ok"
 
 
 def test_a_body_in_pieces(server: int) -> None:
