@@ -64,10 +64,10 @@ def identity_headers(session: Session) -> tuple[tuple[str, str], ...]:
     headers = [(OPENID, _token(session.openid)), (APPID, _token(session.app_id))]
     if session.unionid:
         headers.append((UNIONID, _token(session.unionid)))
-    if session.nickname:  # absent without a profile (snsapi_base, fetch_profile off)
-        headers.append((NICKNAME, encode_nickname(session.nickname)))
-    if session.avatar:
-        headers.append((AVATAR, encode_avatar(session.avatar)))
+    # Always sent, empty when unknown (no profile: snsapi_base, fetch_profile off; or a user
+    # without an avatar), so an app that reads them never misses a header.
+    headers.append((NICKNAME, encode_nickname(session.nickname)))
+    headers.append((AVATAR, encode_avatar(session.avatar)))
     return tuple(headers)
 
 

@@ -173,13 +173,16 @@ def test_no_unionid_header_without_a_unionid() -> None:
     assert names == [OPENID, APPID, NICKNAME, AVATAR]
 
 
-def test_no_nickname_header_without_a_profile() -> None:
-    """snsapi_base and fetch_profile: false give no nickname: the header is absent."""
-    assert NICKNAME not in [name for name, _ in identity_headers(_session(nickname=""))]
+def test_nickname_and_avatar_headers_are_empty_without_a_profile() -> None:
+    """snsapi_base and fetch_profile: false give no profile: the headers are there, empty."""
+    headers = identity_headers(_session(nickname="", avatar=""))
+    assert [name for name, _ in headers] == [OPENID, APPID, UNIONID, NICKNAME, AVATAR]
+    assert dict(headers)[NICKNAME] == ""
+    assert dict(headers)[AVATAR] == ""
 
 
-def test_no_avatar_header_without_an_avatar() -> None:
-    assert AVATAR not in [name for name, _ in identity_headers(_session(avatar=""))]
+def test_an_empty_avatar_is_an_empty_header() -> None:
+    assert dict(identity_headers(_session(avatar="")))[AVATAR] == ""
 
 
 @given(

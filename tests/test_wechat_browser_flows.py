@@ -165,11 +165,13 @@ def test_snsapi_base_signs_in_without_a_profile_call(gw_base: Site) -> None:
     oa = gw_base.official_account.app_id
     user = gw_base.users()["alice"]
     echo = echo_of(browser.get(gw_base.url + "/base"))
-    # No profile: no nickname and no avatar, rather than empty values.
+    # No profile: the nickname and avatar headers are there, empty.
     assert echo.wechat_headers() == {
         "X-WeChat-OpenID": user["openids"][oa],
         "X-WeChat-AppID": oa,
         "X-WeChat-UnionID": user["unionid"],
+        "X-WeChat-Nickname": "",
+        "X-WeChat-Avatar": "",
     }
     assert gw_base.calls("userinfo") == []  # WeChat would answer 48001
     info = browser.get(gw_base.url + "/_gateway/userinfo").json()
@@ -247,6 +249,8 @@ def test_fetch_profile_off_never_calls_userinfo(gw_plain: Site) -> None:
         "X-WeChat-OpenID": user["openids"][website],
         "X-WeChat-AppID": website,
         "X-WeChat-UnionID": user["unionid"],
+        "X-WeChat-Nickname": "",
+        "X-WeChat-Avatar": "",
     }
 
 
