@@ -229,7 +229,10 @@ class Gateway:
                 resolved = policy_path(raw_path)
             except BadRequest:
                 return upstream  # unreadable: public-path checks refuse it where it matters
-            if self.router.choose(resolved, host) is not upstream:
+            if self.router.choose(resolved, host) is not upstream or (
+                resolved == RESERVED_PREFIX or resolved.startswith(RESERVED_PREFIX + "/")
+            ):
+                # Another upstream's, or the gateway's own /_gateway/ once resolved.
                 raise BadRequest("the path is ambiguous: it reads differently once resolved")
         return upstream
 

@@ -483,6 +483,10 @@ ATTACKS = [
     ("/static/%7f../admin", {"400"}),
     ("/static/read%20me.txt", {"public"}),
     ("/static/caf%C3%A9.png", {"public"}),
+    # The gateway's own namespace, reached by a path that only resolves into it.
+    ("/static/../_gateway/healthz", {"400"}),
+    ("//_gateway/healthz", {"400"}),
+    ("/static/%2e%2e/_gateway/userinfo", {"400"}),
 ]
 
 
