@@ -669,29 +669,28 @@ class Forwarder:
         reason = response.reason or _phrase(status)
         sock.settimeout(upstream.read_timeout)
         length = response.length
-        first = b""
-        if length is not None and length <= _SMALL_BODY:
-            # A small answer that has arrived whole with one read (the usual case) goes out
-            # in one piece, after its connection is back in the pool; a failure is still a
-            # clean 502. One that trickles is streamed as it comes, like any other.
-            try:
-                first = response.read1(length) if length else b""
-            except TimeoutError:
-                sock.close()
-                raise UpstreamTimeout("the upstream stalled mid-body") from None
-            except (OSError, IncompleteBody, InvalidResponse) as exc:
-                sock.close()
-                raise UpstreamUnavailable(f"the upstream {_reason(exc)}") from None
-            if response.complete:
-                _finish(upstream, sock, response)
-                if not response.bodiless:
-                    headers.append(("Content-Length", str(length)))
-                elif response.declared_length is not None:
-                    headers.append(("Content-Length", str(response.declared_length)))
-                start_response(f"{status} {reason}", headers)
-                return [first] if first else []
-        if length is not None:
+        # The first read happens before anything is sent, so an upstream that fails before
+        # its first body byte still gets a clean 502/504. A small answer that is complete
+        # after it goes out in one piece, its connection back in the pool first; the rest
+        # (larger, trickling, chunked, until close) is streamed as the bytes arrive.
+        small = length is not None and length <= _SMALL_BODY
+        try:
+            first = response.read1(length if small and length else _STREAM_CHUNK)
+        except TimeoutError:
+            sock.close()
+            raise UpstreamTimeout("the upstream stalled before the body") from None
+        except (OSError, IncompleteBody, InvalidResponse) as exc:
+            sock.close()
+            raise UpstreamUnavailable(f"the upstream {_reason(exc)}") from None
+        if response.bodiless:
+            if response.declared_length is not None:
+                headers.append(("Content-Length", str(response.declared_length)))
+        elif length is not None:
             headers.append(("Content-Length", str(length)))
+        if response.complete:
+            _finish(upstream, sock, response)
+            start_response(f"{status} {reason}", headers)
+            return [first] if first else []
         start_response(f"{status} {reason}", headers)
         return _StreamedBody(upstream, sock, response, first)
 

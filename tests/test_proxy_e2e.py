@@ -958,11 +958,14 @@ def test_a_body_cut_short_aborts_the_connection(port: int, raw: RawUpstream, siz
         assert client.eof
 
 
+@pytest.mark.parametrize(
+    "framing", ["Content-Length: 100", "Content-Length: 200000", "Transfer-Encoding: chunked"]
+)
 def test_an_answer_that_ends_right_after_its_head_is_a_clean_502(
-    port: int, raw: RawUpstream
+    port: int, raw: RawUpstream, framing: str
 ) -> None:
     def die_before_the_body(ex: Exchange) -> None:
-        ex.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+        ex.send(f"HTTP/1.1 200 OK\r\n{framing}\r\n\r\n".encode())
         ex.close = True
 
     raw.route("/die/head-only", die_before_the_body)
