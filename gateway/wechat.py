@@ -22,7 +22,7 @@ Every failure is one of these exceptions; the tree is the map from failure to be
     │                                 a required field missing or of the wrong type
     └── WeChatAPIError                WeChat answered {"errcode": N, ...}; class by N only
         ├── SystemBusy                -1                        transient, retried in budget
-        ├── QuotaExceeded             45011                     transient, retried in budget
+        ├── QuotaExceeded             45011                     transient, not before a minute
         ├── CodeInvalid               40029 40163 42003 41008   restart the login
         ├── AuthorizationGone         40030 42002 42007 41003   log in again
         ├── AccessTokenInvalid        40001 40014 42001 41001   refresh the access token
@@ -101,7 +101,7 @@ if not any(isinstance(f, _RedactQuery) for f in _URLLIB3_LOGGER.filters):
 
 # A token reply is a few hundred bytes; anything far larger is not WeChat talking.
 _MAX_BODY: Final = 64 * 1024
-# Backoff before retrying -1 / 45011, in seconds; the last value repeats.
+# Backoff before retrying -1, in seconds; the last value repeats.
 _BACKOFF: Final = (0.2, 0.4, 0.8, 1.0)
 # A retry is only worth sending if at least this much of the budget is left for it.
 _MIN_ATTEMPT: Final = 0.1
@@ -181,7 +181,8 @@ class SystemBusy(WeChatAPIError):
 
 
 class QuotaExceeded(WeChatAPIError):
-    """45011: the per-minute API quota is spent; retried within the budget."""
+    """45011: the per-minute API quota is spent. Not retried: nothing changes before the
+    next minute, and every retry spends more of the quota."""
 
     is_transient = True
 
@@ -363,6 +364,7 @@ class WeChatClient:
         self._sleep = sleep
         self._monotonic = monotonic
         self._session = session if session is not None else _new_session()
+        self._timer = _gevent_timeout()
 
     def __repr__(self) -> str:
         return f"<WeChatClient app_id={self.app_id!r} api_base={self._api_base!r}>"
@@ -400,9 +402,9 @@ class WeChatClient:
         """Trade an authorization code for tokens. The code is spent by this call.
 
         Never retried after a timeout or a broken connection: the request may have reached
-        WeChat and spent the code, and a retry would only fail with 40163. Retried on -1
-        and 45011, which WeChat returns when it turned the request away before looking at
-        the code; if it had been spent after all, the retry fails cleanly with 40163.
+        WeChat and spent the code, and a retry would only fail with 40163. Retried on -1,
+        which WeChat returns when it turned the request away before looking at the code;
+        if it had been spent after all, the retry fails cleanly with 40163.
         """
         body = self._call(
             "access_token",
@@ -499,7 +501,7 @@ class WeChatClient:
                     raise _api_error(
                         endpoint, errcode, str(body.get("errmsg", "")), self._config_key, secrets
                     )
-            except (SystemBusy, QuotaExceeded) as exc:
+            except SystemBusy as exc:
                 delay = _BACKOFF[min(attempt, len(_BACKOFF) - 1)]
                 if deadline - self._monotonic() - delay < _MIN_ATTEMPT:
                     _log_failure(exc)
@@ -517,8 +519,15 @@ class WeChatClient:
     def _attempt(
         self, endpoint: str, path: str, params: Mapping[str, str], timeout: float
     ) -> dict[str, Any]:
-        """One HTTP round trip. requests' exceptions are never let out or chained."""
+        """One HTTP round trip within ``timeout`` as a whole, however slowly WeChat's bytes
+        come. requests' exceptions are never let out or chained."""
         failure: WeChatTransportError | None = None
+        # requests bounds each socket wait, not the whole reply: a server that trickles
+        # could hold a sign-in for ever. Under gevent one timer bounds it all; the body is
+        # also read against a deadline, which is what bounds it on threads.
+        timer = self._timer(timeout) if self._timer is not None else None
+        if timer is not None:
+            timer.start()
         try:
             with self._session.get(
                 self._api_base + path,
@@ -528,13 +537,22 @@ class WeChatClient:
                 stream=True,
             ) as resp:
                 status = resp.status_code
-                raw = resp.raw.read(_MAX_BODY + 1, decode_content=True)
+                raw = _read_reply(resp, time.monotonic() + timeout)
         except (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError):
             failure = WeChatTimeout(
                 endpoint, f"no reply within {timeout:.2g}s", _transport_hint(self._api_base)
             )
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             failure = WeChatUnavailable(endpoint, _reason(exc), _transport_hint(self._api_base))
+        except BaseException as exc:
+            if timer is None or exc is not timer:
+                raise
+            failure = WeChatTimeout(
+                endpoint, f"no whole reply within {timeout:.2g}s", _transport_hint(self._api_base)
+            )
+        finally:
+            if timer is not None:
+                timer.close()
         if failure is not None:
             # Raised outside the except block so that the requests exception (whose text
             # holds the URL with secret= and code=) is not attached as __context__.
@@ -544,6 +562,36 @@ class WeChatClient:
         if len(raw) > _MAX_BODY:
             raise WeChatProtocolError(endpoint, f"a reply larger than {_MAX_BODY} bytes")
         return _decode(endpoint, raw)
+
+
+def _read_reply(resp: requests.Response, ends_at: float) -> bytes:
+    """The reply's body, at most ``_MAX_BODY + 1`` bytes, read by ``ends_at`` (monotonic);
+    ``TimeoutError`` if it is still coming then."""
+    raw = resp.raw
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    parts: list[bytes] = []
+    size = 0
+    while size <= _MAX_BODY:
+        left = ends_at - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the reply was still coming at the deadline")
+        if sock is not None:
+            sock.settimeout(left)  # a silent gap ends at the deadline too
+        piece = raw.read1(_MAX_BODY + 1 - size, decode_content=True)
+        if not piece:
+            break
+        parts.append(piece)
+        size += len(piece)
+    return b"".join(parts)
+
+
+def _gevent_timeout() -> Callable[[float], Any] | None:
+    """gevent's ``Timeout`` when this process runs on gevent (its worker patched sockets)."""
+    try:
+        from gevent import Timeout, monkey  # noqa: PLC0415 - only present with gevent
+    except ImportError:
+        return None
+    return Timeout if monkey.is_module_patched("socket") else None
 
 
 def _new_session() -> requests.Session:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import logging
 import re
@@ -10,6 +11,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -34,6 +36,8 @@ from gateway.wechat import (
     WeChatTimeout,
     WeChatUnavailable,
 )
+from tests.e2e import Browser, location, state_of
+from tests.support import GatewayProcess, base_config, free_port
 
 SIM = Simulator.default()
 WEB = SIM.app_of_kind("website")
@@ -354,17 +358,25 @@ def test_real_error_paths(client: WeChatClient, sim: Simulator) -> None:
 # --- retries and the time budget ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("errcode", [-1, 45011])
-def test_busy_and_quota_are_retried_within_budget(
-    make_client: MakeClient, sim: Simulator, errcode: int
-) -> None:
+def test_busy_is_retried_within_budget(make_client: MakeClient, sim: Simulator) -> None:
     fake = FakeTime()
     client = make_client(budget=2.0, sleep=fake.sleep, monotonic=fake.monotonic)
-    sim.add_fault(Fault("access_token", "errcode", errcode=errcode, times=2))
+    sim.add_fault(Fault("access_token", "errcode", errcode=-1, times=2))
     token = client.exchange_code(sim.mint_code(WEB.app_id, "alice"))
     assert token.openid == sim.openid(WEB.app_id, "alice")
     assert fake.sleeps == [0.2, 0.4]
-    assert [c.outcome for c in sim.calls("access_token")] == [errcode, errcode, 0]
+    assert [c.outcome for c in sim.calls("access_token")] == [-1, -1, 0]
+
+
+def test_the_minute_quota_is_not_retried(make_client: MakeClient, sim: Simulator) -> None:
+    """45011 lasts until the next minute; a retry now only spends more of the quota."""
+    fake = FakeTime()
+    client = make_client(budget=2.0, sleep=fake.sleep, monotonic=fake.monotonic)
+    sim.add_fault(Fault("access_token", "errcode", errcode=45011, times=1))
+    with pytest.raises(QuotaExceeded):
+        client.exchange_code(sim.mint_code(WEB.app_id, "alice"))
+    assert fake.sleeps == []
+    assert [c.outcome for c in sim.calls("access_token")] == [45011]
 
 
 def test_retries_stop_when_the_budget_is_spent(make_client: MakeClient, sim: Simulator) -> None:
@@ -572,3 +584,86 @@ def test_secrets_never_leak(
     for text in texts:
         for secret in (WEB.app_secret, code, token):
             assert secret not in text, (kind, text)
+
+
+class TricklingWeChat:
+    """A WeChat that answers at once, then sends its reply one byte at a time."""
+
+    def __init__(self, *, head_gap: float = 0.0, body_gap: float = 0.1) -> None:
+        self.head_gap, self.body_gap = head_gap, body_gap
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        body = (
+            b'{"access_token":"T","expires_in":7200,"refresh_token":"R","openid":"o","scope":"s"}'
+        )
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"
+        self.listener.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            with conn, contextlib.suppress(OSError):
+                conn.recv(65536)
+                for byte in head % len(body):
+                    conn.sendall(bytes([byte]))
+                    if self.stop.wait(self.head_gap):
+                        return
+                for byte in body:
+                    conn.sendall(bytes([byte]))
+                    if self.stop.wait(self.body_gap):
+                        return
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.listener.close()
+
+
+def test_a_trickling_reply_ends_within_the_timeout() -> None:
+    """requests bounds each socket wait; a body that keeps coming must still end in time."""
+    wechat = TricklingWeChat(body_gap=0.05)
+    client = WeChatClient(
+        WEB.app_id, WEB.app_secret, api_base=wechat.url, open_base=wechat.url, timeout=0.5
+    )
+    try:
+        started = time.monotonic()
+        with pytest.raises(WeChatTimeout):
+            client.exchange_code("code")
+        elapsed = time.monotonic() - started
+    finally:
+        client.close()
+        wechat.close()
+    assert elapsed < 0.5 + 0.3, elapsed
+
+
+@pytest.mark.parametrize("where", ["head", "body"])
+def test_a_trickling_wechat_fails_the_sign_in_within_wechat_timeout(
+    tmp_path: Path, where: str
+) -> None:
+    """Through the real server (gevent): one timer bounds the whole exchange, head too."""
+    gaps = {"head_gap": 0.05, "body_gap": 0.0} if where == "head" else {"body_gap": 0.05}
+    wechat = TricklingWeChat(**gaps)
+    port = free_port()
+    config = base_config(
+        port,
+        "http://127.0.0.1:9",
+        wechat={"api_base": wechat.url, "open_base": wechat.url, "timeout": 1},
+    )
+    try:
+        with GatewayProcess(config, tmp_path) as gateway:
+            browser = Browser(gateway.url)
+            login = location(browser.get(gateway.url + "/x"))
+            state = state_of(location(browser.get(login)))
+            started = time.monotonic()
+            reply = browser.get(gateway.url + f"/_gateway/callback?code=c0de&state={state}")
+            elapsed = time.monotonic() - started
+    finally:
+        wechat.close()
+    assert reply.status_code == 504
+    assert elapsed < 1 + 0.6, elapsed
