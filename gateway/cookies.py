@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
-# Servers join repeated ``Cookie`` lines with ``,``, and no cookie value contains one
-# (RFC 6265 4.1.1), so both separate pairs; the proxy strips the gateway's cookies by the
-# same rule, and the two must agree on what a cookie is.
+# Servers join repeated ``Cookie`` lines with ``,``, so a pair of the gateway's may follow
+# one; the proxy strips the gateway's cookies by the same rule (a comma-separated piece that
+# names one of them), and the two must agree on what a cookie is.
 _PAIR_SEPARATOR = re.compile(r"[;,]")
 
 

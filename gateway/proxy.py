@@ -84,7 +84,6 @@ _TRUSTED_IDLE = 0.5
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _UNENCODED = re.compile(r"[\x00-\x20\x7f]")
-_COOKIE_SEPARATOR = re.compile(r"[;,]")
 
 
 class UpstreamBroken(ConnectionResetError):
@@ -377,10 +376,12 @@ class ForwardContext:
 
 
 def filter_cookie_header(value: str, names: frozenset[str]) -> str:
-    """The Cookie header without the gateway's own cookies; the app's cookies stay.
+    """The Cookie header without the gateway's own cookies; the app's cookies stay as sent.
 
-    Pairs are split at ``,`` as well as ``;``: a server joins repeated ``Cookie`` lines with
-    a comma, and a cookie value cannot contain one (RFC 6265 4.1.1).
+    Pairs are separated by ``;``. A server joins repeated ``Cookie`` lines with ``,``, but
+    browsers also let a comma stand inside a cookie value, so a comma-separated piece is
+    only taken out when it names one of the gateway's cookies; the rest of that pair is
+    left alone (``prefs=a,b`` stays whole).
     """
     for name in names:
         if name in value:
@@ -391,7 +392,12 @@ def filter_cookie_header(value: str, names: frozenset[str]) -> str:
         name = value.split("=", 1)[0].strip()
         return value.strip() if name and name not in names else ""
     kept = []
-    for part in _COOKIE_SEPARATOR.split(value):
+    for part in value.split(";"):
+        if "," in part:
+            pieces = part.split(",")
+            rest = [piece for piece in pieces if piece.split("=", 1)[0].strip() not in names]
+            if len(rest) != len(pieces):
+                part = ",".join(rest)
         name = part.split("=", 1)[0].strip()
         if name and name not in names:
             kept.append(part.strip())

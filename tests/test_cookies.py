@@ -19,10 +19,17 @@ NAMES = frozenset({"wechat_gateway", "wechat_gateway_login"})
 
 
 def reference_filter(value: str) -> str:
+    """Pairs split at ``;``; within a pair, comma pieces naming a gateway cookie go."""
+
+    def name_of(text: str) -> str:
+        return text.split("=", 1)[0].strip()
+
     kept = []
-    for part in re.split(r"[;,]", value):
-        name = part.split("=", 1)[0].strip()
-        if name and name not in NAMES:
+    for part in value.split(";"):
+        pieces = part.split(",")
+        if any(name_of(piece) in NAMES for piece in pieces):
+            part = ",".join(piece for piece in pieces if name_of(piece) not in NAMES)
+        if name_of(part) and name_of(part) not in NAMES:
             kept.append(part.strip())
     return "; ".join(kept)
 
@@ -50,6 +57,10 @@ def reference_values(header: str) -> list[str]:
         ("app=1; wechat_gateway=abc; theme=dark", ["abc"], "app=1; theme=dark"),
         ("wechat_gateway=a, wechat_gateway=b", ["a", "b"], ""),
         ("app=1,wechat_gateway=abc", ["abc"], "app=1"),
+        # Browsers send commas inside values; an app's value stays whole.
+        ('prefs=a,b; wechat_gateway=abc; tz="x y"', ["abc"], 'prefs=a,b; tz="x y"'),
+        ("list=1,2,3; wechat_gateway=abc", ["abc"], "list=1,2,3"),
+        ("prefs=a, b; wechat_gateway=abc", ["abc"], "prefs=a, b"),
     ],
 )
 def test_cookie_headers(header: str, values: list[str], upstream_sees: str) -> None:
