@@ -71,6 +71,7 @@ class Response:
         "lower_names",
         "reason",
         "status",
+        "unknown_coding",
         "will_close",
     )
 
@@ -87,6 +88,8 @@ class Response:
     chunked: bool
     will_close: bool
     complete: bool
+    #: A transfer coding other than chunked (gzip...), which this reader does not undo.
+    unknown_coding: bool
 
     def __init__(self, sock: socket.socket, method: str, *, deadline: float | None = None) -> None:
         """Read the response head; ``deadline`` (``time.monotonic()``) bounds the whole head.
@@ -187,6 +190,7 @@ class Response:
             elif lower == "connection":
                 connection.update(t.strip().lower() for t in value.split(","))
         self.connection_tokens = frozenset(connection)
+        self.unknown_coding = any(coding != "chunked" for coding in transfer_codings)
         # HTTP/1.0 closes unless asked to keep alive; HTTP/1.1 keeps alive unless told not to.
         http10 = self.will_close
         self.will_close = "close" in connection or (http10 and "keep-alive" not in connection)

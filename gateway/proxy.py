@@ -661,6 +661,12 @@ class Forwarder:
         except (OSError, InvalidResponse) as exc:
             sock.close()
             raise UpstreamUnavailable(f"the upstream {_reason(exc)}") from None
+        if response.unknown_coding and not response.bodiless:
+            # RFC 9112 6.1: only chunked may be sent to a client that did not ask (TE) for
+            # more; passed on undone, a gzip transfer coding would reach the browser as
+            # unlabelled compressed bytes.
+            sock.close()
+            raise UpstreamUnavailable("the upstream used a transfer coding other than chunked")
         return response
 
     def _respond(

@@ -865,6 +865,24 @@ def test_the_upstreams_server_and_date_reach_the_client(
     assert len(reply.body) == size
 
 
+@pytest.mark.parametrize("coding", ["gzip, chunked", "gzip", "deflate, chunked"])
+def test_a_transfer_coding_other_than_chunked_is_a_clean_502(
+    port: int, raw: RawUpstream, coding: str
+) -> None:
+    """Not undone, it would reach the browser as compressed bytes nobody labelled."""
+    body = gzip.compress(b"hello")
+    framed = chunked(body) if coding.endswith("chunked") else body
+
+    def answer(ex: Exchange) -> None:
+        ex.send(f"HTTP/1.1 200 OK\r\nTransfer-Encoding: {coding}\r\n\r\n".encode() + framed)
+        ex.close = True
+
+    raw.route("/coding", answer)
+    reply = fetch(port, "GET", "/coding", [("Accept", "application/json")])
+    assert reply.status == 502
+    assert reply.json()["error"] == "Bad gateway"
+
+
 def test_the_gateways_own_pages_carry_a_date(port: int) -> None:
     reply = fetch(port, "GET", "/_gateway/healthz")
     assert len(reply.values("Date")) == 1
