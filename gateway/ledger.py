@@ -58,26 +58,24 @@ class CallbackLedger:
 
     def claim(self, code: str) -> bool:
         """True for the first request with this code: it must exchange it and record."""
-        self._sweep()
-        path = self.directory / (self._key(code) + ".claim")
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        except FileExistsError:
-            return False
-        os.close(fd)
-        return True
+        return self._create(self._key(code) + ".claim")
 
     def use_state(self, state: str, until: float) -> bool:
         """True the first time a login state is used; it stays used until ``until``, the
         state's own expiry (a replay with another code is then refused)."""
+        return self._create(self._state_digest(state) + ".state", dated=until)
+
+    def _create(self, name: str, *, dated: float | None = None) -> bool:
+        """Create the file ``name`` if no worker has yet (an exclusive creation)."""
         self._sweep()
-        path = self.directory / (self._state_digest(state) + ".state")
+        path = self.directory / name
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         except FileExistsError:
             return False
         os.close(fd)
-        os.utime(path, (until, until))
+        if dated is not None:
+            os.utime(path, (dated, dated))
         return True
 
     def record(self, code: str, state: str, outcome: Outcome) -> None:
