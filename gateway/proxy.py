@@ -34,10 +34,10 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import quote, urlsplit
 
 from gateway.access import AllowList
@@ -48,6 +48,7 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from gateway.greenlets import gevent_timeout
 from gateway.http1 import ClosedBeforeResponse, IncompleteBody, InvalidResponse, Response
 from gateway.identity import is_client_identity_key
 
@@ -225,15 +226,6 @@ def _looks_open(sock: socket.socket) -> bool:
     except OSError:
         return False
     return False
-
-
-def _gevent_timeout() -> Callable[[float, type[BaseException]], Any] | None:
-    """gevent's ``Timeout`` class when this worker runs on gevent, else None."""
-    try:
-        from gevent import Timeout, monkey  # noqa: PLC0415 - only present with gevent
-    except ImportError:
-        return None
-    return Timeout if monkey.is_module_patched("socket") else None
 
 
 def send_all(sock: socket.socket, data: bytes) -> None:
@@ -538,7 +530,7 @@ class Forwarder:
 
     def __init__(self, context: ForwardContext) -> None:
         self.context = context
-        self._timer = _gevent_timeout()
+        self._timer = gevent_timeout()
 
     def __call__(
         self,

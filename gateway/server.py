@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl, urlencode
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
+from gateway.greenlets import gevent_timeout
 from gateway.ledger import CallbackLedger
 from gateway.logs import configure_logging
 from gateway.metrics import Metrics
@@ -104,7 +105,7 @@ class AccessLogger(Logger):  # type: ignore[misc]
         if len(handlers) == 1 and type(handlers[0]) is logging.StreamHandler:
             handler = handlers[0]
             if self._locking is None:
-                self._locking = not _greenlets()
+                self._locking = gevent_timeout() is None
             if not self._locking:
                 handler.stream.write(line + "\n")
                 handler.stream.flush()
@@ -117,15 +118,6 @@ class AccessLogger(Logger):  # type: ignore[misc]
                 handler.release()
         else:
             self.access_log.info(line)
-
-
-def _greenlets() -> bool:
-    """Whether this process runs on gevent (its worker patched the standard library)."""
-    try:
-        from gevent import monkey  # noqa: PLC0415 - only present with gevent
-    except ImportError:
-        return False
-    return bool(monkey.is_module_patched("threading"))
 
 
 class GatewayServer(BaseApplication):  # type: ignore[misc]

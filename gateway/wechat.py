@@ -54,6 +54,8 @@ from urllib.parse import quote, urlsplit
 import requests
 import urllib3.exceptions
 
+from gateway.greenlets import gevent_timeout
+
 __all__ = [
     "AccessTokenInvalid",
     "AppCredentialsInvalid",
@@ -364,7 +366,7 @@ class WeChatClient:
         self._sleep = sleep
         self._monotonic = monotonic
         self._session = session if session is not None else _new_session()
-        self._timer = _gevent_timeout()
+        self._timer = gevent_timeout()
 
     def __repr__(self) -> str:
         return f"<WeChatClient app_id={self.app_id!r} api_base={self._api_base!r}>"
@@ -583,15 +585,6 @@ def _read_reply(resp: requests.Response, ends_at: float) -> bytes:
         parts.append(piece)
         size += len(piece)
     return b"".join(parts)
-
-
-def _gevent_timeout() -> Callable[[float], Any] | None:
-    """gevent's ``Timeout`` when this process runs on gevent (its worker patched sockets)."""
-    try:
-        from gevent import Timeout, monkey  # noqa: PLC0415 - only present with gevent
-    except ImportError:
-        return None
-    return Timeout if monkey.is_module_patched("socket") else None
 
 
 def _new_session() -> requests.Session:
