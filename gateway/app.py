@@ -94,20 +94,6 @@ class Gateway:
         self.settings = settings
         self.clock = clock
         self.metrics = metrics if metrics is not None else Metrics()
-        session = settings.session
-        self.sessions = CookieSessionStore(
-            SessionCodec(session.secret, session.previous_secrets, clock=clock),
-            CookieSpec(session.cookie_name, secure=session.secure, domain=session.cookie_domain),
-            clock=clock,
-            app_ids=frozenset(
-                [settings.wechat.app_id]
-                + (
-                    [settings.wechat.official_account.app_id]
-                    if settings.wechat.official_account
-                    else []
-                )
-            ),
-        )
         self.access = AccessPolicy(settings.access)
         self.public_scheme = settings.public_url.partition("://")[0]
         wechat = settings.wechat
@@ -131,6 +117,13 @@ class Gateway:
                 lang=wechat.lang,
                 config_key="wechat.official_account",
             )
+        session = settings.session
+        self.sessions = CookieSessionStore(
+            SessionCodec(session.secret, session.previous_secrets, clock=clock),
+            CookieSpec(session.cookie_name, secure=session.secure, domain=session.cookie_domain),
+            clock=clock,
+            app_ids=frozenset(client.app_id for client in self.clients.values()),
+        )
         self.revalidator = (
             Revalidator(
                 session.revalidate,

@@ -37,8 +37,9 @@ from gateway.metrics import Metrics
 if TYPE_CHECKING:
     from gateway.config import Settings
 
-# Query parameters that must never reach a log line: OAuth codes and states, tokens, secrets.
+# The worker class gunicorn runs for each server.worker_class (others run as named).
 _WORKERS = {"gevent": "gateway.worker.GatewayWorker"}
+# Query parameters that must never reach a log line: OAuth codes and states, tokens, secrets.
 _SENSITIVE_PARAMS = ("code", "state", "token", "secret", "password", "ticket", "key", "sig")
 
 
