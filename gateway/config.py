@@ -272,15 +272,17 @@ def parse_duration(value: object, *, longest: str = "36500d") -> float:
             raise ValueError("must not be negative")
         seconds = float(value)
     elif isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        seconds = _text_seconds(value)
     if seconds is None or math.isnan(seconds):
         raise ValueError("must be a duration such as 30, 90s, 15m, 12h or 7d")
-    match = _DURATION.match(longest)
-    if match and seconds > float(match.group(1)) * _DURATION_UNITS[match.group(2)]:
+    if seconds > (_text_seconds(longest) or 0.0):
         raise ValueError(f"must be at most {longest}")
     return seconds
+
+
+def _text_seconds(text: str) -> float | None:
+    match = _DURATION.match(text)
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)] if match else None
 
 
 def parse_size(value: object) -> int:

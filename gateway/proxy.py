@@ -674,12 +674,11 @@ class Forwarder:
         sock.settimeout(upstream.read_timeout)
         length = response.length
         # The first read happens before anything is sent, so an upstream that fails before
-        # its first body byte still gets a clean 502/504. A small answer that is complete
-        # after it goes out in one piece, its connection back in the pool first; the rest
-        # (larger, trickling, chunked, until close) is streamed as the bytes arrive.
-        small = length is not None and length <= _SMALL_BODY
+        # its first body byte still gets a clean 502/504. An answer that is complete after
+        # it (the usual small one) goes out in one piece, its connection back in the pool
+        # first; the rest (trickling, large, chunked, until close) streams as it arrives.
         try:
-            first = response.read1(length if small and length else _STREAM_CHUNK)
+            first = response.read1(_STREAM_CHUNK)
         except TimeoutError:
             sock.close()
             raise UpstreamTimeout("the upstream stalled before the body") from None

@@ -635,6 +635,14 @@ def test_host_and_forwarded_headers(port: int, raw: RawUpstream) -> None:
     assert plain.values("Host") == ["gateway.test"]
 
 
+def test_a_forwarded_for_named_in_connection_is_not_forwarded(port: int, raw: RawUpstream) -> None:
+    headers = [("Connection", "X-Forwarded-For"), ("X-Forwarded-For", "5.5.5.5")]
+    fetch(port, "GET", "/forwarded/hop", headers)
+    seen = raw.only("/forwarded/hop")
+    assert seen.values("X-Forwarded-For") == ["127.0.0.1"]
+    assert b"5.5.5.5" not in seen.head
+
+
 def test_hop_by_hop_request_headers_are_removed(port: int, raw: RawUpstream) -> None:
     path = "/hop/request"
     headers = [
