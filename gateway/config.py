@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from gateway.access import parse_public_rule
+from gateway.cookies import HOST_PREFIX, SECURE_PREFIX, cookie_prefix
 
 ENV_CONFIG = "WECHAT_GATEWAY_CONFIG"
 DEFAULT_CONFIG_FILE = "gateway.yaml"
@@ -53,6 +54,7 @@ class ServerSettings:
     keepalive: float = 5.0
     graceful_timeout: float = 30.0
     max_body_size: int = 0
+    client_body_timeout: float = 60.0
     limit_request_line: int = 8190
     limit_request_fields: int = 100
     limit_request_field_size: int = 8190
@@ -645,6 +647,9 @@ def _validate_server(section: _Section) -> ServerSettings:
         keepalive=section.duration("keepalive", defaults.keepalive),
         graceful_timeout=section.duration("graceful_timeout", defaults.graceful_timeout),
         max_body_size=section.size("max_body_size", defaults.max_body_size),
+        client_body_timeout=section.duration(
+            "client_body_timeout", defaults.client_body_timeout, positive=True
+        ),
         limit_request_line=section.integer(
             "limit_request_line", defaults.limit_request_line, minimum=256, maximum=65535
         ),
@@ -716,6 +721,11 @@ def _validate_session(section: _Section, *, https: bool) -> SessionSettings | No
     cookie_domain = section.string("cookie_domain", "") or None
     if cookie_domain is not None and not _HOSTNAME.fullmatch(cookie_domain.lstrip(".").lower()):
         section.problem("cookie_domain", "must be a domain such as .example.com")
+    secure = section.boolean("secure", https)
+    for problem in _cookie_prefix_problems(
+        cookie_name, https=https, secure=secure, domain=cookie_domain
+    ):
+        section.problem("cookie_name", problem)
     revalidate = section.duration("revalidate", 0.0) or None
     return SessionSettings(
         cookie_domain=cookie_domain,
@@ -724,8 +734,35 @@ def _validate_session(section: _Section, *, https: bool) -> SessionSettings | No
         previous_secrets=previous,
         cookie_name=cookie_name,
         max_age=int(max_age),
-        secure=section.boolean("secure", https),
+        secure=secure,
     )
+
+
+def _cookie_prefix_problems(
+    name: str, *, https: bool, secure: bool, domain: str | None
+) -> list[str]:
+    """Why browsers would refuse the cookies under ``name``'s prefix (RFC 6265bis 4.1.3).
+    The login-state cookie's name starts the same way, so this covers both cookies."""
+    prefix = cookie_prefix(name)
+    if prefix is None:
+        return []
+    found = []
+    if not https:
+        found.append(
+            f"a {prefix} name needs an https public_url"
+            " (browsers accept such a cookie only from a secure origin)"
+        )
+    elif not secure:
+        found.append(
+            f"a {prefix} name needs session.secure: true"
+            " (browsers drop such a cookie without the Secure attribute)"
+        )
+    if prefix == HOST_PREFIX and domain is not None:
+        found.append(
+            f"a {prefix} name cannot have session.cookie_domain (browsers drop such a cookie"
+            f" with a Domain); use {SECURE_PREFIX} to share the session across subdomains"
+        )
+    return found
 
 
 def _validate_upstreams(top: _Section) -> tuple[UpstreamSettings, ...]:

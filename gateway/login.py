@@ -15,12 +15,13 @@ The flow (website QR login, OAuth 2.0 authorization code)::
 
 The state is 32 characters of ``[A-Za-z0-9]``, single-use and expiring. Pending logins
 live in the browser, in a cookie sealed with the session secret (``<cookie_name>_login``,
-``Path=/_gateway/``), so a callback works on any worker or replica and a callback from a
-browser that did not start the login finds no state: 400, and no call to WeChat. After a
-successful callback the state stays in that cookie marked as used, so the same browser
-replaying the callback (back button, reload) lands on its target again instead of an error,
-while everyone else still gets 400. The server remembers used states too (in the ledger,
-below), so an old copy of the login cookie cannot bring a used state back with a new code.
+``Path=/_gateway/``, or ``/`` under a ``__Host-`` name), so a callback works on any worker
+or replica and a callback from a browser that did not start the login finds no state: 400,
+and no call to WeChat. After a successful callback the state stays in that cookie marked as
+used, so the same browser replaying the callback (back button, reload) lands on its target
+again instead of an error, while everyone else still gets 400. The server remembers used
+states too (in the ledger, below), so an old copy of the login cookie cannot bring a used
+state back with a new code.
 
 Inside WeChat's own browser (``MicroMessenger`` in the User-Agent) and with
 ``wechat.official_account`` configured, the same steps run through the Official Account's
@@ -156,6 +157,8 @@ class LoginFlow:
         self.wxlogin_js = settings.login.wxlogin_js
         self.state_ttl = settings.login.state_ttl
         self.userinfo_lang = "en" if settings.wechat.lang == "en" else "zh_CN"
+        # The name keeps the session cookie's prefix; under ``__Host-`` the spec widens the
+        # path to ``/`` (the proxy strips this cookie from what the upstream sees).
         self.state_cookie = CookieSpec(
             f"{settings.session.cookie_name}_login",
             path=RESERVED_PREFIX + "/",

@@ -259,6 +259,71 @@ def test_session_secret_of_exactly_32_characters_is_enough() -> None:
     assert "32" in problem_for(found, "session.secret")
 
 
+# --- cookie name prefixes -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "domain"),
+    [
+        ("__Host-wg", None),
+        ("__host-wg", None),
+        ("__Secure-wg", None),
+        ("__Secure-wg", ".example.com"),
+    ],
+)
+def test_a_prefixed_cookie_name_that_can_hold_is_accepted(name: str, domain: str | None) -> None:
+    config = with_section("session", cookie_name=name)
+    if domain is not None:
+        config["session"]["cookie_domain"] = domain
+
+    session = parse(config).session
+
+    assert (session.cookie_name, session.secure, session.cookie_domain) == (name, True, domain)
+
+
+@pytest.mark.parametrize(
+    ("public_url", "session", "word"),
+    [
+        ("http://127.0.0.1:8000", {"cookie_name": "__Host-wg"}, "https public_url"),
+        ("http://127.0.0.1:8000", {"cookie_name": "__Secure-wg"}, "https public_url"),
+        ("http://127.0.0.1:8000", {"cookie_name": "__host-wg", "secure": True}, "https"),
+        ("https://a.example.com", {"cookie_name": "__Host-wg", "secure": False}, "secure"),
+        ("https://a.example.com", {"cookie_name": "__SECURE-wg", "secure": False}, "secure"),
+        (
+            "https://a.example.com",
+            {"cookie_name": "__Host-wg", "cookie_domain": ".example.com"},
+            "cookie_domain",
+        ),
+        (
+            "https://a.example.com",
+            {"cookie_name": "__hOsT-wg", "cookie_domain": "example.com"},
+            "cookie_domain",
+        ),
+    ],
+)
+def test_a_cookie_prefix_that_cannot_hold_is_refused(
+    public_url: str, session: dict[str, Any], word: str
+) -> None:
+    config = with_section("session", **session)
+    config["public_url"] = public_url
+
+    problem = problem_for(problems(config), "session.cookie_name")
+
+    assert word in problem
+    assert ("__Host-" if "host" in session["cookie_name"].lower() else "__Secure-") in problem
+
+
+def test_every_broken_rule_of_a_host_prefix_is_reported() -> None:
+    config = with_section("session", cookie_name="__Host-wg", cookie_domain=".example.com")
+    config["public_url"] = "http://a.example.com"
+
+    found = problems_for(problems(config), "session.cookie_name")
+
+    assert len(found) == 2, found
+    assert any("https public_url" in problem for problem in found)
+    assert any("cookie_domain" in problem for problem in found)
+
+
 # --- immutability -------------------------------------------------------------------------
 
 
