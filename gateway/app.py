@@ -22,6 +22,7 @@ from gateway.access import AccessPolicy
 from gateway.cookies import CookieSpec
 from gateway.errors import (
     BadRequest,
+    ClientAborted,
     GatewayError,
     LoginCancelled,
     LoginError,
@@ -30,6 +31,7 @@ from gateway.errors import (
     NotAllowed,
     NotFound,
     PayloadTooLarge,
+    RequestBodyError,
     SignInRequired,
     UpstreamError,
     UpstreamTimeout,
@@ -150,6 +152,7 @@ class Gateway:
                 public_scheme=self.public_scheme,
                 max_body_size=settings.server.max_body_size,
                 gateway_cookies=frozenset({session.cookie_name, self.login.state_cookie.name}),
+                client_body_timeout=settings.server.client_body_timeout,
             ),
         )
         self.routes: dict[str, tuple[tuple[str, ...], Handler]] = {
@@ -197,7 +200,9 @@ class Gateway:
         except GatewayError as error:
             self._count_failure(error)
             # Sign-in failures were logged already, with errcode and hint, by the client.
-            if error.status >= 500 and not isinstance(error, LoginError):
+            if (error.status >= 500 and not isinstance(error, LoginError)) or isinstance(
+                error, RequestBodyError
+            ):
                 log.warning("%s %s: %s", environ.get("REQUEST_METHOD"), _path(environ), error)
             return error_response(environ, start_response, error, branding=self.login.branding)
         except Exception:
@@ -359,6 +364,8 @@ class Gateway:
             self.metrics.inc("upstream_errors_total", "timeout")
         elif isinstance(error, UpstreamError):
             self.metrics.inc("upstream_errors_total", "unavailable")
+        elif isinstance(error, ClientAborted):
+            self.metrics.inc("requests_total", "client_aborted")
         elif isinstance(error, (BadRequest, PayloadTooLarge)):
             self.metrics.inc("requests_total", "rejected")
 

@@ -4,6 +4,11 @@ The tree, and what the browser gets::
 
     GatewayError                 status  when
     ├── BadRequest                  400  a request the gateway will not forward as it is
+    │   └── RequestBodyError        400  the client's body could not be read: malformed
+    │       │                            chunked framing (one warning line, no traceback)
+    │       ├── ClientAborted       400  the client closed or reset its connection mid-body
+    │       └── ClientBodyTimeout   408  no body bytes from the client for
+    │                                    server.client_body_timeout
     ├── NotFound                    404  an unknown path under /_gateway/
     ├── MethodNotAllowed            405  a reserved path called with the wrong method
     ├── PayloadTooLarge             413  a body over server.max_body_size
@@ -54,6 +59,24 @@ class BadRequest(GatewayError):
     status = 400
     title = "Bad request"
     hint = "Check the address and try again."
+
+
+class RequestBodyError(BadRequest):
+    """Reading the client's request body failed: the client's fault, never the upstream's."""
+
+    title = "Bad request body"
+    hint = "The request body could not be read. Try again."
+
+
+class ClientAborted(RequestBodyError):
+    title = "Request aborted"
+    hint = "The request ended before its body was complete. Try again."
+
+
+class ClientBodyTimeout(RequestBodyError):
+    status = 408
+    title = "Request timeout"
+    hint = "The request body arrived too slowly. Try again."
 
 
 class NotFound(GatewayError):

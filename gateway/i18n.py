@@ -109,6 +109,9 @@ ERRORS_ZH: Final[Mapping[str, ErrorText]] = {
     "NotFound": ErrorText("页面不存在", "请检查地址是否正确。"),
     "MethodNotAllowed": ErrorText("不支持的请求方式", "此地址不接受这种请求。"),
     "PayloadTooLarge": ErrorText("请求内容过大", "请减少提交的内容后重试。"),
+    "RequestBodyError": ErrorText("请求内容无效", "无法读取请求内容，请重试。"),
+    "ClientAborted": ErrorText("请求已中断", "请求内容未发送完整，请重试。"),
+    "ClientBodyTimeout": ErrorText("请求超时", "请求内容发送过慢，请重试。"),
     "UpstreamError": ErrorText("应用暂时无法访问", "登录网关后面的应用没有响应，请稍后重试。"),
     "UpstreamUnavailable": ErrorText(
         "应用暂时无法访问", "登录网关后面的应用没有响应，请稍后重试。"

@@ -22,6 +22,7 @@ COUNTERS: Final = (
     ("requests_total", "outcome", "forbidden"),
     ("requests_total", "outcome", "gateway_endpoint"),
     ("requests_total", "outcome", "rejected"),
+    ("requests_total", "outcome", "client_aborted"),
     ("upstream_errors_total", "kind", "unavailable"),
     ("upstream_errors_total", "kind", "timeout"),
     ("logins_total", "result", "success"),

@@ -26,6 +26,7 @@ It does not speak WebSocket or HTTP/2 to upstreams: ``Upgrade`` is hop-by-hop an
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import re
@@ -40,11 +41,16 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import quote, urlsplit
 
+from gunicorn.http.errors import ParseException
+
 from gateway.access import AllowList
 from gateway.errors import (
     BadRequest,
+    ClientAborted,
+    ClientBodyTimeout,
     GatewayError,
     PayloadTooLarge,
+    RequestBodyError,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
@@ -76,11 +82,42 @@ _hop_by_hop = frozenset(
 _request_replaced = frozenset(
     {"host", "expect", "content-length", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"}
 )
+# Claims about the client or the public request that apps and frameworks believe when they
+# come from a proxy. The gateway is that proxy and describes the public request only with
+# X-Forwarded-For/-Proto/-Host, so a client's copies of the others never reach the app.
+_client_forwarding = frozenset(
+    {
+        "forwarded",
+        "x-forwarded-port",
+        "x-forwarded-ssl",
+        "x-forwarded-scheme",
+        "x-forwarded-protocol",
+        "x-forwarded-server",
+        "x-forwarded-prefix",
+        "x-forwarded-uri",
+        "x-forwarded-path",
+        "x-forwarded-method",
+        "x-real-ip",
+        "x-client-ip",
+        "x-cluster-client-ip",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "fastly-client-ip",
+        "x-original-forwarded-for",
+        "x-url-scheme",
+        "front-end-https",
+        "x-original-url",
+        "x-original-uri",
+        "x-original-host",
+        "x-original-method",
+        "x-rewrite-url",
+        "x-host",
+    }
+)
 _CHUNK = 64 * 1024
 _STREAM_CHUNK = 256 * 1024
 _SMALL_BODY = 64 * 1024
 _MAX_IDLE = 64
-_TRUSTED_IDLE = 0.5
 # Methods a stale connection may make the gateway send twice (RFC 9110 9.2.2).
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -131,7 +168,7 @@ class Upstream:
         self.allow = AllowList(settings.allow) if settings.allow is not None else None
         self.timeout = settings.timeout
         self.read_timeout = settings.read_timeout
-        self._idle: deque[tuple[socket.socket, float]] = deque()
+        self._idle: deque[socket.socket] = deque()
         self._ssl_context = ssl_context
         if scheme == "https" and ssl_context is None:
             self._ssl_context = ssl.create_default_context()
@@ -162,20 +199,19 @@ class Upstream:
             return False
         return prefix.endswith("/") or path[len(prefix)] in "/?"
 
-    def connect(self, *, new: bool = False, retryable: bool = False) -> tuple[socket.socket, bool]:
+    def connect(self, *, new: bool = False) -> tuple[socket.socket, bool]:
         """An idle pooled connection that still looks open (unless ``new``), else a new one.
 
-        The open-check costs two system calls; a ``retryable`` request (idempotent, body in
-        memory) skips it on a connection idle for less than half a second, since meeting
-        one the upstream just closed only costs it a retry.
+        Every pooled connection is checked, however briefly it was idle: bytes an upstream
+        sent after the end it declared (a ``Content-Length`` counted in characters, a body
+        after a HEAD answer) would otherwise be read as the next request's answer, which
+        may be another user's.
         """
         while not new:
             try:
-                sock, released = self._idle.pop()
+                sock = self._idle.pop()
             except IndexError:
                 break
-            if retryable and time.monotonic() - released < _TRUSTED_IDLE:
-                return sock, True
             if _looks_open(sock):
                 return sock, True
             sock.close()
@@ -197,20 +233,20 @@ class Upstream:
 
     def release(self, sock: socket.socket) -> None:
         if len(self._idle) < _MAX_IDLE:
-            self._idle.append((sock, time.monotonic()))
+            self._idle.append(sock)
         else:
             sock.close()
 
     def close(self) -> None:
         while self._idle:
-            self._idle.pop()[0].close()
+            self._idle.pop().close()
 
 
 def _looks_open(sock: socket.socket) -> bool:
     """False when the upstream closed (or wrote to) an idle connection: it cannot be reused.
 
-    An idle HTTP/1.1 connection has nothing to read; anything readable, EOF included,
-    means it is gone.
+    An idle HTTP/1.1 connection has nothing to read; anything readable, EOF or bytes after
+    the end of the last answer, means it is gone.
     """
     if isinstance(sock, ssl.SSLSocket):
         try:
@@ -330,8 +366,9 @@ _plans: dict[str, tuple[str, str] | None] = {}
 
 def _plan(environ_key: str) -> tuple[str, str] | None:
     """What to do with one environ key: ``(Header-Name, lower-case name)`` to copy it, or
-    None to leave it out (not a header, a client identity header, hop-by-hop, or one the
-    gateway sets itself). Remembered, since the same keys come with every request."""
+    None to leave it out (not a header, a client identity header, hop-by-hop, one the
+    gateway sets itself, or a client's forwarding claim). Remembered, since the same keys
+    come with every request."""
     if environ_key in _plans:
         return _plans[environ_key]
     plan: tuple[str, str] | None = None
@@ -339,7 +376,12 @@ def _plan(environ_key: str) -> tuple[str, str] | None:
         # HTTP_X_REQUEST_ID -> X-Request-Id (header names are case-insensitive).
         name = environ_key[5:].replace("_", "-").title()
         lower = name.lower()
-        if lower not in _hop_by_hop and lower not in _request_replaced and lower != "content-type":
+        if (
+            lower not in _hop_by_hop
+            and lower not in _request_replaced
+            and lower not in _client_forwarding
+            and lower != "content-type"
+        ):
             plan = (name, lower)
     if len(_plans) < 4096:
         _plans[environ_key] = plan
@@ -360,6 +402,7 @@ class ForwardContext:
     public_scheme: str
     max_body_size: int
     gateway_cookies: frozenset[str]
+    client_body_timeout: float = 60.0
 
     @property
     def public_host(self) -> str:
@@ -394,6 +437,14 @@ def filter_cookie_header(value: str, names: frozenset[str]) -> str:
         if name and name not in names:
             kept.append(part.strip())
     return "; ".join(kept)
+
+
+def set_cookie_name(value: str) -> str:
+    """The cookie name a browser reads from a ``Set-Cookie`` value (RFC 6265bis 5.7: up to
+    the first ``=`` of the part before any ``;``, blanks trimmed; none without ``=``)."""
+    pair = value.split(";", 1)[0]
+    name, equals, _ = pair.partition("=")
+    return name.strip(" \t") if equals else ""
 
 
 def build_request_head(
@@ -452,11 +503,21 @@ def build_request_head(
 
 
 class _RequestBody:
-    """How the client framed its body, and a reader that enforces the size limit."""
+    """How the client framed its body, and a reader that enforces the size limit.
 
-    def __init__(self, environ: WSGIEnvironment, max_size: int) -> None:
+    Every failure to read the body is the client's and is raised as one (never as an
+    upstream failure): a malformed chunked body, a connection closed or reset mid-body, or
+    ``client_body_timeout`` without a byte. Under gunicorn the client socket's timeout is
+    set for the body and put back by ``done``.
+    """
+
+    def __init__(self, environ: WSGIEnvironment, max_size: int, timeout: float) -> None:
         self.stream = environ["wsgi.input"]
         self.max_size = max_size
+        self.timeout = timeout
+        self._client: socket.socket | None = environ.get("gunicorn.socket")
+        self._prior_timeout: float | None = None
+        self._timed = False
         length = environ.get("CONTENT_LENGTH")
         self.chunked = False
         self.length: int | None = None
@@ -492,24 +553,50 @@ class _RequestBody:
             return self._read_exactly(self.length) if self.length else b""
         return None
 
+    def _read(self, size: int) -> bytes:
+        if not self._timed and self._client is not None:
+            self._timed = True
+            self._prior_timeout = self._client.gettimeout()
+            self._client.settimeout(self.timeout)
+        try:
+            data: bytes = self.stream.read(size)
+        except TimeoutError:
+            raise ClientBodyTimeout(
+                f"no request body bytes from the client for {self.timeout:g}s"
+            ) from None
+        except OSError:
+            # gunicorn's NoMoreData is an OSError too: the client closed mid-body.
+            raise ClientAborted("aborted by the client: its connection ended mid-body") from None
+        except (ParseException, ValueError) as exc:
+            raise RequestBodyError(f"malformed request body ({type(exc).__name__})") from None
+        return data
+
+    def done(self) -> None:
+        """Give the client socket back its own timeout once the body has been read."""
+        if self._timed and self._client is not None:
+            self._timed = False
+            # A client that is gone leaves nothing to restore.
+            with contextlib.suppress(OSError):
+                self._client.settimeout(self._prior_timeout)
+
     def _read_exactly(self, size: int) -> bytes:
-        data: bytes = self.stream.read(size)
+        data = self._read(size)
         while len(data) < size:
-            more = self.stream.read(size - len(data))
+            more = self._read(size - len(data))
             if not more:
-                raise BadRequest("the request body ended before its Content-Length")
+                raise ClientAborted("aborted by the client: the body ended before its length")
             data += more
         return data
 
     def chunks(self) -> Iterator[bytes]:
         """The body as wire-ready pieces: raw for Content-Length, re-framed for chunked."""
-        read = self.stream.read
+        read = self._read
         if self.length is not None:
             left = self.length
             while left:
                 data = read(min(left, _CHUNK))
                 if not data:
-                    raise BadRequest("the request body ended before its Content-Length")
+                    raise ClientAborted("aborted by the client: the body ended before its length")
                 left -= len(data)
                 yield data
             return
@@ -541,27 +628,34 @@ class Forwarder:
         identity: Iterable[tuple[str, str]] = (),
     ) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"]
-        body = _RequestBody(environ, self.context.max_body_size)
+        context = self.context
+        body = _RequestBody(environ, context.max_body_size, context.client_body_timeout)
         head = build_request_head(
             environ,
             method,
             upstream.origin.base_path + upstream.forwarded_target(target),
-            self.context,
+            context,
             identity,
             body.framing,
         )
-        first = b"" if body.empty else body.small()
-        if first is None:
-            sock, response = self._exchange(upstream, method, head, body)
+        if body.empty:
+            sock, response = self._exchange(upstream, method, head, None)
         else:
-            sock, response = self._exchange(upstream, method, head + first, None)
+            try:
+                first = body.small()
+                if first is None:
+                    sock, response = self._exchange(upstream, method, head, body)
+                else:
+                    sock, response = self._exchange(upstream, method, head + first, None)
+            finally:
+                body.done()
         return self._respond(upstream, sock, response, start_response)
 
     def _exchange(
         self, upstream: Upstream, method: str, payload: bytes, body: _RequestBody | None
     ) -> tuple[socket.socket, Response]:
         """Send the request, wait for the response head; retry once on a stale connection."""
-        sock, reused = upstream.connect(retryable=body is None and method in _IDEMPOTENT)
+        sock, reused = upstream.connect()
         try:
             return sock, self._send_and_begin(
                 upstream, sock, method, payload, body, fresh=not reused
@@ -705,6 +799,11 @@ class Forwarder:
                 continue
             if lower == "location":
                 value = self._rewrite_location(upstream, value)
+            elif lower == "set-cookie" and set_cookie_name(value) in self.context.gateway_cookies:
+                # The app must not replace the gateway's own cookies: that would swap the
+                # browser's session for one the app chose.
+                log.warning("removed an upstream Set-Cookie for the gateway's own cookie")
+                continue
             headers.append((name, value))
         return headers
 

@@ -139,6 +139,7 @@ class RawUpstream:
         self.idle_close: float | None = None  # close a connection idle this long
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
+        self._open: set[int] = set()  # serials of the connections still open
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
 
@@ -154,6 +155,10 @@ class RawUpstream:
         found = self.requests_to(path)
         assert len(found) == 1, f"{path} reached the upstream {len(found)} times"
         return found[0]
+
+    def open_connections(self, *, since: int = 0) -> int:
+        """How many connections numbered above ``since`` are still open."""
+        return sum(1 for serial in list(self._open) if serial > since)
 
     def close(self) -> None:
         self.listener.close()
@@ -186,6 +191,7 @@ class RawUpstream:
 
     def _serve(self, sock: socket.socket, serial: int) -> None:
         self._sockets.add(sock)
+        self._open.add(serial)
         reader = _Reader(sock, self._count)
         try:
             while True:
@@ -208,6 +214,7 @@ class RawUpstream:
             return
         finally:
             self._sockets.discard(sock)
+            self._open.discard(serial)
             with contextlib.suppress(OSError):
                 sock.close()
 
