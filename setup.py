@@ -13,7 +13,11 @@ setup(
     license="MIT",
     python_requires=">=3.11",
     packages=find_packages(include=["gateway", "gateway.*"]),
-    package_data={"gateway": ["templates/*.html", "simulator/templates/*.html", "py.typed"]},
+    package_data={
+        "gateway": ["py.typed"],
+        "gateway.web": ["templates/*.html"],
+        "gateway.simulator": ["templates/*.html"],
+    },
     install_requires=[
         "Werkzeug>=3.0,<4",
         "gunicorn[gevent]>=26.2,<28",

@@ -177,7 +177,7 @@ def worker_note(results: Results) -> str:
         )
     return (
         "**The gateway's worker.** The gateway runs on its own gevent worker class, "
-        "`gateway.worker.GatewayWorker`: gunicorn's, except that a response head leaves "
+        "`gateway.server.worker.GatewayWorker`: gunicorn's, except that a response head leaves "
         "with the first body piece in one write (one system call and one wake-up of the "
         "client instead of two) and less is recomputed per request. Any app gains from "
         "that, so the reference row puts the hello-world itself on this worker: "

@@ -52,7 +52,7 @@ from services import (
     nginx_config,
 )
 
-from gateway.session import Session, SessionCodec
+from gateway.auth.session import Session, SessionCodec
 
 DOCS = ROOT / "docs"
 RESULTS = BENCH / "results"
@@ -61,7 +61,7 @@ MIB = 1024 * 1024
 
 _SESSION_SECRET = "bench-session-secret-0123456789abcdefghijklmnop"
 _COOKIE_NAME = "wechat_gateway"
-GATEWAY_WORKER = "gateway.worker.GatewayWorker"
+GATEWAY_WORKER = "gateway.server.worker.GatewayWorker"
 
 
 @dataclasses.dataclass
@@ -272,8 +272,9 @@ def start_services(
             "`server.bind` and the upstreams (`/` to the fast upstream, `/slow` to the slow "
             "one): gunicorn gevent, 2 workers, 1000 connections each, access log on "
             "(written to /dev/null). Its gevent worker is the gateway's own "
-            "(`gateway.worker.GatewayWorker`: gunicorn's gevent worker that sends a response "
-            "head with the first body piece and does less per request), while the upstream, "
+            "(`gateway.server.worker.GatewayWorker`: gunicorn's gevent worker that sends a "
+            "response head with the first body piece and does less per request), while the "
+            "upstream, "
             "the hello-world and ProxyMiddleware run gunicorn's stock gevent worker.",
         ),
         Contender(

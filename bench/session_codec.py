@@ -37,7 +37,7 @@ def main() -> None:
     import cryptography
     from cryptography.hazmat.backends.openssl.backend import backend
 
-    from gateway.session import Session, SessionCodec
+    from gateway.auth.session import Session, SessionCodec
 
     codec = SessionCodec(_SECRET, [_OLD_SECRET], clock=lambda: _NOW)
     session = Session(

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from gateway.access import AccessPolicy
-from gateway.cookies import CookieSpec
+from gateway.auth.access import AccessPolicy
+from gateway.auth.cookies import CookieSpec
+from gateway.auth.redirects import RedirectPolicy
+from gateway.auth.session import CookieSessionStore, Session, SessionCodec
 from gateway.errors import (
     BadRequest,
     ClientAborted,
@@ -36,9 +38,10 @@ from gateway.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from gateway.identity import identity_headers
-from gateway.ledger import CallbackLedger
-from gateway.login import (
+from gateway.http.paths import policy_path
+from gateway.http.target import request_target
+from gateway.identity.headers import identity_headers
+from gateway.login.flow import (
     CALLBACK_PATH,
     LOGIN_PATH,
     LOGOUT_PATH,
@@ -48,14 +51,14 @@ from gateway.login import (
     forwarded_host,
     original_uri,
 )
-from gateway.metrics import Metrics
-from gateway.pages import API_CALL_KEY, error_response, is_api_call, json_response, respond
-from gateway.paths import policy_path
-from gateway.proxy import ForwardContext, Forwarder, Router, Upstream, request_target
-from gateway.redirects import RedirectPolicy
-from gateway.revalidation import AuthorizationEnded, Revalidator
-from gateway.session import CookieSessionStore, Session, SessionCodec
-from gateway.wechat import WeChatClient
+from gateway.login.ledger import CallbackLedger
+from gateway.login.revalidation import AuthorizationEnded, Revalidator
+from gateway.providers.wechat.client import WeChatClient
+from gateway.proxy.forward import Forwarder
+from gateway.proxy.request import ForwardContext
+from gateway.proxy.router import Route, Router
+from gateway.server.metrics import Metrics
+from gateway.web.pages import API_CALL_KEY, error_response, is_api_call, json_response, respond
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -136,7 +139,7 @@ class Gateway:
             if session.revalidate is not None
             else None
         )
-        self.router = Router(Upstream(upstream) for upstream in settings.upstreams)
+        self.router = Router(Route(upstream) for upstream in settings.upstreams)
         self.login = LoginFlow(
             settings,
             self.sessions,
@@ -215,7 +218,7 @@ class Gateway:
 
     # -- the decision ----------------------------------------------------------------------
 
-    def _route(self, raw_path: str, host: str | None) -> Upstream | None:
+    def _route(self, raw_path: str, host: str | None) -> Route | None:
         """The upstream for a path; 400 if another reading of the path picks another one.
 
         Rules (allow lists, public upstreams) belong to the upstream, so ``/pub/../admin``
@@ -237,7 +240,7 @@ class Gateway:
     def _allowed_anywhere(self, session: Session) -> bool:
         return self.access.allows(session) or any(
             upstream.allow is not None and upstream.allow.allows(session)
-            for upstream in self.router.upstreams
+            for upstream in self.router.routes
         )
 
     def _may_enter(self, session: Session, target: str) -> bool:
@@ -247,7 +250,7 @@ class Gateway:
         return self.access.allows(session, upstream.allow if upstream is not None else None)
 
     def _decide(
-        self, environ: WSGIEnvironment, upstream: Upstream | None, method: str, raw_path: str
+        self, environ: WSGIEnvironment, upstream: Route | None, method: str, raw_path: str
     ) -> Decision:
         """Who is asking and whether they may: the one place access is decided."""
         session, set_cookie = self._session(environ)

@@ -166,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 workers=args.workers or settings.server.workers,
             )
             settings = replace(settings, server=server)
-        from gateway.server import serve  # noqa: PLC0415 - gunicorn only when serving
+        from gateway.server.serve import serve  # noqa: PLC0415 - gunicorn only when serving
 
         serve(settings)
         return 0

@@ -29,7 +29,7 @@ from gateway.config import (
     UpstreamSettings,
     WeChatSettings,
 )
-from gateway.identity import APPID, AVATAR, NICKNAME, OPENID, UNIONID
+from gateway.identity.headers import APPID, AVATAR, NICKNAME, OPENID, UNIONID
 from gateway.simulator import Simulator, SimulatorServer
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ def demo_settings(port: int, simulator_url: str, app_url: str, simulator: Simula
 
 
 def run_demo(port: int) -> None:
-    from gateway.server import serve  # noqa: PLC0415 - gunicorn only when serving
+    from gateway.server.serve import serve  # noqa: PLC0415 - gunicorn only when serving
 
     simulator = Simulator.default()
     wechat = SimulatorServer(simulator).start()

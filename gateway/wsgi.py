@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from gateway.app import Gateway
 from gateway.config import load_settings
-from gateway.logs import configure_logging
+from gateway.server.logs import configure_logging
 
 settings = load_settings()
 configure_logging(settings.server.log_level)

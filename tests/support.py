@@ -145,7 +145,7 @@ def session_cookie(
     lifetime: int = 3600,
 ) -> str:
     """A valid session cookie value, as the gateway would set after a login."""
-    from gateway.session import Session, SessionCodec
+    from gateway.auth.session import Session, SessionCodec
 
     now = int(time.time())
     session = Session(

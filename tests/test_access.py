@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.access import AccessPolicy, parse_public_rule
+from gateway.auth.access import AccessPolicy, parse_public_rule
+from gateway.auth.session import Session
 from gateway.config import AccessSettings
 from gateway.errors import BadRequest
-from gateway.paths import plain_path, policy_path
-from gateway.session import Session
+from gateway.http.paths import plain_path, policy_path
 
 ALICE_OPENID = "oAlice000000000000000000001"
 ALICE_UNIONID = "uAlice000000000000000000001"

@@ -14,8 +14,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.cookies import HOST_PREFIX, SECURE_PREFIX, CookieSpec, cookie_prefix, request_cookies
-from gateway.proxy import filter_cookie_header
+from gateway.auth.cookies import (
+    HOST_PREFIX,
+    SECURE_PREFIX,
+    CookieSpec,
+    cookie_prefix,
+    request_cookies,
+)
+from gateway.proxy.request import filter_cookie_header
 
 NAMES = frozenset({"wechat_gateway", "wechat_gateway_login"})
 

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import requests
 
-from gateway.ledger import CallbackLedger, Outcome
+from gateway.login.ledger import CallbackLedger, Outcome
 from gateway.simulator import SimulatorServer
 from tests.e2e import assert_no_session_set, code_of, location, set_cookie, state_of
 from tests.support import COOKIE

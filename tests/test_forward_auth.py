@@ -343,6 +343,6 @@ def test_forward_auth_401_for_api_calls_is_json(pair: Pair, headers: list[tuple[
     ],
 )
 def test_trusted_proxies(networks: list[str], peer: str, trusted: bool) -> None:
-    from gateway.access import TrustedProxies
+    from gateway.auth.access import TrustedProxies
 
     assert TrustedProxies(networks).trusts({"REMOTE_ADDR": peer}) is trusted

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from gateway.http1 import ClosedBeforeResponse, IncompleteBody, InvalidResponse, Response
+from gateway.http.response import ClosedBeforeResponse, IncompleteBody, InvalidResponse, Response
 
 READ_TIMEOUT = 2.0
 

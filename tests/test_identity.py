@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.identity import (
+from gateway.auth.session import Session
+from gateway.identity.headers import (
     APPID,
     AVATAR,
     NICKNAME,
@@ -25,7 +26,6 @@ from gateway.identity import (
     identity_headers,
     is_client_identity_key,
 )
-from gateway.session import Session
 
 UNRESERVED = string.ascii_letters + string.digits + "-._~"
 CONTROLS = [chr(c) for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))]

@@ -35,7 +35,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 import requests
 
-from gateway.session import Session, SessionCodec
+from gateway.auth.session import Session, SessionCodec
 from gateway.simulator import Simulator, SimulatorServer
 from tests.e2e import (
     Browser,

@@ -39,9 +39,9 @@ from gateway.errors import (
     SnapshotUser,
     WeChatBusy,
 )
-from gateway.pages import Branding, error_response, login_page_response, signed_out_response
+from gateway.providers.wechat.client import WeChatClient
 from gateway.simulator import SimulatorServer
-from gateway.wechat import WeChatClient
+from gateway.web.pages import Branding, error_response, login_page_response, signed_out_response
 from tests.browser import Browser, chromium, require_browser
 from tests.support import GatewayProcess, base_config, free_port
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from gateway.metrics import COUNTERS, Metrics
+from gateway.server.metrics import COUNTERS, Metrics
 from tests.support import GatewayProcess, base_config, free_port, session_cookie
 from tests.upstreams import EchoUpstream
 

@@ -33,8 +33,9 @@ from gateway.errors import (
     UpstreamUnavailable,
     WeChatBusy,
 )
-from gateway.i18n import ERRORS_ZH
-from gateway.pages import (
+from gateway.providers.wechat.client import WeChatClient
+from gateway.web.i18n import ERRORS_ZH
+from gateway.web.pages import (
     Branding,
     error_response,
     is_api_call,
@@ -43,7 +44,6 @@ from gateway.pages import (
     render_page,
     signed_out_response,
 )
-from gateway.wechat import WeChatClient
 
 HOSTILE = "<script>alert('x')</script> & \"quoted\""
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,*/*;q=0.8"

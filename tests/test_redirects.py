@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.redirects import RedirectPolicy
+from gateway.auth.redirects import RedirectPolicy
 
 # --- the shared corpus ------------------------------------------------------------------
 

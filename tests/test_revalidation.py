@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import requests
 
-from gateway.revalidation import AuthorizationEnded, Revalidator
-from gateway.session import Session
+from gateway.auth.session import Session
+from gateway.login.revalidation import AuthorizationEnded, Revalidator
+from gateway.providers.wechat.client import WeChatClient
 from gateway.simulator import Fault, SimulatorServer
-from gateway.wechat import WeChatClient
 from tests.e2e import location, set_cookie
 from tests.support import COOKIE
 from tests.upstreams import EchoUpstream, echo_of

@@ -17,8 +17,8 @@ import pytest
 import requests
 import yaml
 
-from gateway.server import redact_target
-from gateway.session import SessionCodec
+from gateway.auth.session import SessionCodec
+from gateway.server.serve import redact_target
 from tests.support import (
     SESSION_SECRET,
     GatewayProcess,

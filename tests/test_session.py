@@ -11,8 +11,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from gateway import session as session_module
-from gateway.session import SESSION_PURPOSE, Session, SessionCodec, SessionTooLarge
+from gateway.auth import session as session_module
+from gateway.auth.session import SESSION_PURPOSE, Session, SessionCodec, SessionTooLarge
 
 SECRET = "k7Qz9vXw2LmP4rTs8YbN1cHd6FgJ3aWe"
 OLD_SECRET = "old-secret-that-is-long-enough-0123456789"

@@ -18,8 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from gateway.simulator import Fault, Simulator, SimulatorServer
-from gateway.wechat import (
+from gateway.providers.wechat.client import (
     AccessTokenInvalid,
     AppCredentialsInvalid,
     AuthorizationGone,
@@ -36,6 +35,7 @@ from gateway.wechat import (
     WeChatTimeout,
     WeChatUnavailable,
 )
+from gateway.simulator import Fault, Simulator, SimulatorServer
 from tests.e2e import Browser, location, state_of
 from tests.support import GatewayProcess, base_config, free_port
 

@@ -1,6 +1,6 @@
 """``gateway.worker``: the default gunicorn worker, on the wire and piece by piece.
 
-The wire tests run a plain ``gunicorn -k gateway.worker.GatewayWorker`` in front of the
+The wire tests run a plain ``gunicorn -k gateway.server.worker.GatewayWorker`` in front of the
 small WSGI app below, so what is checked is the worker alone, byte for byte: framing, HEAD
 and 204, HTTP/1.0, keep-alive, a body longer than its Content-Length, and an app that
 fails before or after the head went out.
@@ -26,8 +26,8 @@ from gunicorn.config import Config
 from gunicorn.http import wsgi
 
 from gateway.config import validate
-from gateway.server import GatewayServer
-from gateway.worker import GatewayResponse, _Clock, _SettledConfig
+from gateway.server.serve import GatewayServer
+from gateway.server.worker import GatewayResponse, _Clock, _SettledConfig
 from tests.support import base_config, free_port, stop_process, wait_for_port
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ def _fail_after(first: bytes, error: BaseException) -> Iterator[bytes]:
 
 @contextmanager
 def gunicorn(*options: str) -> Iterator[int]:
-    """``gunicorn -k gateway.worker.GatewayWorker`` serving ``app``, on a free port."""
+    """``gunicorn -k gateway.server.worker.GatewayWorker`` serving ``app``, on a free port."""
     port = free_port()
     process = subprocess.Popen(
         [
@@ -94,7 +94,7 @@ def gunicorn(*options: str) -> Iterator[int]:
             "-m",
             "gunicorn",
             "-k",
-            "gateway.worker.GatewayWorker",
+            "gateway.server.worker.GatewayWorker",
             "-w",
             "1",
             "-b",
@@ -399,5 +399,5 @@ def test_serve_runs_this_worker_for_gevent_and_gunicorns_for_gthread() -> None:
         server.settings = validate(config, {})
         return server.gunicorn_options()
 
-    assert options("gevent")["worker_class"] == "gateway.worker.GatewayWorker"
+    assert options("gevent")["worker_class"] == "gateway.server.worker.GatewayWorker"
     assert options("gthread")["worker_class"] == "gthread"

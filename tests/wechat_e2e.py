@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import requests
 
-from gateway.session import Session, SessionCodec
+from gateway.auth.session import Session, SessionCodec
 from gateway.simulator import SimApp, SimulatorServer
 from tests.e2e import Browser, location
 from tests.support import COOKIE, SESSION_SECRET, GatewayProcess, base_config, free_port

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Final
 from urllib.parse import quote, unquote_plus, urlsplit
 
 from gateway.errors import GatewayError, MethodNotAllowed
-from gateway.i18n import HTML_LANG, UI, Lang, action_label, error_text, negotiate_lang
+from gateway.web.i18n import HTML_LANG, UI, Lang, action_label, error_text, negotiate_lang
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -148,7 +148,7 @@ class _Templates:
 
 @cache
 def _templates() -> _Templates:
-    folder = resources.files("gateway").joinpath("templates")
+    folder = resources.files("gateway.web").joinpath("templates")
     page = folder.joinpath("page.html").read_text("utf-8")
     style = re.search(r"<style>(.*?)</style>", page, re.DOTALL)
     assert style is not None, "templates/page.html has no <style> element"

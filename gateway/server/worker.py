@@ -29,7 +29,7 @@ import gevent
 from gunicorn.http import wsgi
 from gunicorn.workers.ggevent import GeventWorker
 
-from gateway.proxy import send_all
+from gateway.http.sockets import send_all
 
 
 class _Clock:

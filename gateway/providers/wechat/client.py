@@ -54,7 +54,7 @@ from urllib.parse import quote, urlsplit
 import requests
 import urllib3.exceptions
 
-from gateway.greenlets import gevent_timeout
+from gateway.server.greenlets import gevent_timeout
 
 __all__ = [
     "AccessTokenInvalid",

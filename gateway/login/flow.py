@@ -44,7 +44,8 @@ import time
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, quote
 
-from gateway.cookies import CookieSpec, request_cookies
+from gateway.auth.cookies import CookieSpec, request_cookies
+from gateway.auth.session import Session, SessionTooLarge
 from gateway.errors import (
     GatewayError,
     LoginCancelled,
@@ -57,10 +58,8 @@ from gateway.errors import (
     WeChatTimedOut,
     WeChatUnreachable,
 )
-from gateway.ledger import CallbackLedger, Outcome
-from gateway.pages import Branding, json_response, login_page_response, signed_out_response
-from gateway.session import Session, SessionTooLarge
-from gateway.wechat import (
+from gateway.login.ledger import CallbackLedger, Outcome
+from gateway.providers.wechat.client import (
     QuotaExceeded,
     SystemBusy,
     WeChatAPIError,
@@ -68,16 +67,17 @@ from gateway.wechat import (
     WeChatTimeout,
     WeChatUnavailable,
 )
+from gateway.web.pages import Branding, json_response, login_page_response, signed_out_response
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
+    from gateway.auth.redirects import RedirectPolicy
+    from gateway.auth.session import CookieSessionStore
     from gateway.config import Settings
-    from gateway.redirects import RedirectPolicy
-    from gateway.session import CookieSessionStore
-    from gateway.wechat import WeChatClient
+    from gateway.providers.wechat.client import WeChatClient
 
 log = logging.getLogger("gateway.login")
 

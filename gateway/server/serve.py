@@ -6,7 +6,7 @@ instead of shelling out, so the one YAML file configures everything and nothing 
 
 Worker model. A sign-in gateway spends its time waiting on sockets: on the upstream, on
 WeChat, on slow clients, on long streams (server-sent events, big downloads). The default
-is gunicorn's ``gevent`` worker (as ``gateway.worker.GatewayWorker``, which does less per
+is gunicorn's ``gevent`` worker (as ``gateway.server.worker.GatewayWorker``, which does less per
 request): every request is a greenlet, so 120 requests parked on a slow upstream cost 120
 small greenlets, not 120 threads, and a fast request is never queued behind them.
 ``gthread`` is available (``server.worker_class: gthread``) where gevent cannot be used; its
@@ -29,16 +29,16 @@ from urllib.parse import parse_qsl, urlencode
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
-from gateway.greenlets import gevent_timeout
-from gateway.ledger import CallbackLedger
-from gateway.logs import configure_logging
-from gateway.metrics import Metrics
+from gateway.login.ledger import CallbackLedger
+from gateway.server.greenlets import gevent_timeout
+from gateway.server.logs import configure_logging
+from gateway.server.metrics import Metrics
 
 if TYPE_CHECKING:
     from gateway.config import Settings
 
 # The worker class gunicorn runs for each server.worker_class (others run as named).
-_WORKERS = {"gevent": "gateway.worker.GatewayWorker"}
+_WORKERS = {"gevent": "gateway.server.worker.GatewayWorker"}
 # Query parameters that must never reach a log line: OAuth codes and states, tokens, secrets.
 _SENSITIVE_PARAMS = ("code", "state", "token", "secret", "password", "ticket", "key", "sig")
 

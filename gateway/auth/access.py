@@ -26,15 +26,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gateway.errors import BadRequest
-from gateway.paths import plain_path, policy_path
+from gateway.http.paths import plain_path, policy_path
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
     from _typeshed.wsgi import WSGIEnvironment
 
+    from gateway.auth.session import Session
     from gateway.config import AccessSettings
-    from gateway.session import Session
 
 log = logging.getLogger("gateway.access")
 

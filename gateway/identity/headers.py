@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 if TYPE_CHECKING:
-    from gateway.session import Session
+    from gateway.auth.session import Session
 
 CLIENT_IDENTITY_PREFIX = "HTTP_X_WECHAT_"
 

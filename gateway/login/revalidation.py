@@ -30,13 +30,18 @@ from typing import TYPE_CHECKING, Final
 
 from cachetools import TTLCache
 
-from gateway.wechat import AccessTokenInvalid, AuthorizationGone, OpenIDInvalid, WeChatError
+from gateway.providers.wechat.client import (
+    AccessTokenInvalid,
+    AuthorizationGone,
+    OpenIDInvalid,
+    WeChatError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from gateway.session import Session
-    from gateway.wechat import WeChatClient
+    from gateway.auth.session import Session
+    from gateway.providers.wechat.client import WeChatClient
 
 log = logging.getLogger("gateway.revalidation")
 

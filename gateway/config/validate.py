@@ -1,326 +1,47 @@
-"""The configuration file: YAML with ``${VAR}`` substitution, validated into frozen settings.
+"""Validation: the parsed YAML tree into ``Settings``, or every problem at once.
 
-Everything the gateway does is decided by one YAML file. This module reads it, substitutes
-environment variables, and validates it into immutable value objects. Validation never
-stops at the first problem: it collects every one, each naming its key path
-(``upstreams[0].url: must be an http or https URL``), so an operator fixes a broken file in
-one round. Unknown keys are errors with a "did you mean" hint, because a misspelt key that is
-silently ignored is how an auth gateway ends up open.
-
-Values of secret keys are never echoed back in messages; no value is, in fact, since a
-message only needs to say what is wrong and where.
+Validation never stops at the first problem: it collects every one, each naming its key
+path (``upstreams[0].url: must be an http or https URL``), so an operator fixes a broken
+file in one round. Unknown keys are errors with a "did you mean" hint, because a misspelt
+key that is silently ignored is how an auth gateway ends up open. No message echoes a
+value: it only needs to say what is wrong and where.
 """
 
 from __future__ import annotations
 
 import difflib
 import ipaddress
-import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-import yaml
-
-from gateway.access import parse_public_rule
-from gateway.cookies import HOST_PREFIX, SECURE_PREFIX, cookie_prefix
-
-ENV_CONFIG = "WECHAT_GATEWAY_CONFIG"
-DEFAULT_CONFIG_FILE = "gateway.yaml"
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used; ``problems`` lists every reason, one per line."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
-# --- settings -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ServerSettings:
-    bind: str = "0.0.0.0:8000"
-    workers: int = 2
-    worker_class: str = "gevent"
-    threads: int = 64
-    worker_connections: int = 1000
-    keepalive: float = 5.0
-    graceful_timeout: float = 30.0
-    max_body_size: int = 0
-    client_body_timeout: float = 60.0
-    limit_request_line: int = 8190
-    limit_request_fields: int = 100
-    limit_request_field_size: int = 8190
-    access_log: bool = True
-    log_level: str = "info"
-
-
-@dataclass(frozen=True, slots=True)
-class OfficialAccountSettings:
-    app_id: str
-    app_secret: str = field(repr=False)
-    scope: str = "snsapi_userinfo"
-
-
-@dataclass(frozen=True, slots=True)
-class WeChatSettings:
-    app_id: str
-    app_secret: str = field(repr=False)
-    open_base: str = "https://open.weixin.qq.com"
-    api_base: str = "https://api.weixin.qq.com"
-    lang: str = "cn"
-    timeout: float = 5.0
-    official_account: OfficialAccountSettings | None = None
-    fetch_profile: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class SessionSettings:
-    secret: str = field(repr=False)
-    previous_secrets: tuple[str, ...] = field(default=(), repr=False)
-    cookie_name: str = "wechat_gateway"
-    max_age: int = 7 * 86400
-    secure: bool = True
-    cookie_domain: str | None = None
-    revalidate: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamSettings:
-    prefix: str
-    url: str
-    timeout: float = 30.0
-    read_timeout: float = 300.0
-    host: str | None = None
-    strip_prefix: bool = False
-    public: bool = False
-    allow: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AccessSettings:
-    allow: tuple[str, ...] = ()
-    allow_file: str | None = None
-    public: tuple[str, ...] = ()
-    api_paths: tuple[str, ...] = ()
-    allow_preflight: bool = True
-    trusted_proxies: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class LoginSettings:
-    state_ttl: float = 600.0
-    mode: str = "redirect"
-    title: str = ""
-    logo_url: str = ""
-    footer: str = ""
-    wxlogin_js: str = "https://res.wx.qq.com/connect/zh_CN/htmledition/js/wxLogin.js"
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    public_url: str
-    wechat: WeChatSettings
-    session: SessionSettings
-    upstreams: tuple[UpstreamSettings, ...]
-    server: ServerSettings = ServerSettings()
-    access: AccessSettings = AccessSettings()
-    login: LoginSettings = LoginSettings()
-    redirect_domains: tuple[str, ...] = ()
-
-
-# --- loading --------------------------------------------------------------------------
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    loader.flatten_mapping(node)
-    result: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if not isinstance(key, str | int | float | bool) and key is not None:
-            raise yaml.constructor.ConstructorError(
-                None, None, "keys must be plain names", key_node.start_mark
-            )
-        if key in result:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        result[key] = loader.construct_object(value_node, deep=True)
-    return result
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,
+from gateway.auth.access import parse_public_rule
+from gateway.auth.cookies import HOST_PREFIX, SECURE_PREFIX, cookie_prefix
+from gateway.auth.redirects import RedirectPolicy
+from gateway.config.environ import expand
+from gateway.config.fields import (
+    HOSTNAME,
+    check_bind,
+    http_url,
+    origin_url,
+    parse_duration,
+    parse_size,
+)
+from gateway.config.settings import (
+    AccessSettings,
+    ConfigError,
+    LoginSettings,
+    OfficialAccountSettings,
+    ServerSettings,
+    SessionSettings,
+    Settings,
+    UpstreamSettings,
+    WeChatSettings,
 )
 
-
-def default_config_path() -> Path:
-    return Path(os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG_FILE)
-
-
-def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
-    """Read, substitute and validate a config file; raise ConfigError listing every problem."""
-    file = Path(path) if path is not None else default_config_path()
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([f"{file}: config file not found"]) from None
-    except IsADirectoryError:
-        raise ConfigError([f"{file}: is a directory, not a config file"]) from None
-    except OSError as exc:
-        raise ConfigError([f"{file}: cannot read config file ({exc.strerror})"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([f"{file}: config file is not UTF-8 text"]) from None
-    return parse_settings(text, source=str(file))
-
-
-def parse_settings(
-    text: str, *, source: str = "<config>", environ: Mapping[str, str] | None = None
-) -> Settings:
-    try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{source}: invalid YAML: {_describe_yaml_error(exc)}"]) from None
-    except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
-        # A tagged scalar (!!int, !!timestamp...) that does not parse: the library's message
-        # quotes the value, which may be a secret, so it is not repeated.
-        raise ConfigError([f"{source}: invalid YAML: a tagged value cannot be read"]) from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError([f"{source}: the top level must be a mapping of keys"])
-    return validate(raw, os.environ if environ is None else environ)
-
-
-def _describe_yaml_error(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or "cannot parse"
-    if mark is not None:
-        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
-    return str(problem)
-
-
-# --- environment substitution ---------------------------------------------------------
-
-_ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{[^}]*\}?")
-
-
-def _substitute(value: str, path: str, environ: Mapping[str, str], problems: list[str]) -> str:
-    def replace(match: re.Match[str]) -> str:
-        text = match.group(0)
-        if text == "$$":
-            return "$"
-        name, default = match.group(1), match.group(2)
-        if name is None:
-            problems.append(
-                f"{path}: malformed variable reference (use ${{NAME}} or ${{NAME:-default}})"
-            )
-            return ""
-        value = environ.get(name)
-        if value:
-            return value
-        if default is not None:  # shell semantics: unset *or empty* takes the default
-            return default
-        if value is not None:
-            return value
-        problems.append(f"{path}: environment variable {name} is not set")
-        return ""
-
-    return _ENV_REF.sub(replace, value)
-
-
-# --- validation -----------------------------------------------------------------------
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-_HOSTNAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(?:\.(?!-)[a-z0-9-]{1,63}(?<!-))*\.?")
-_BIND = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]*):\d{1,5}$|^unix:/.+$")
 _WORKER_CLASSES = ("gevent", "gthread")
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-
-
-def check_bind(value: str) -> str | None:
-    """What is wrong with a listen address, or None if it is usable."""
-    if not _BIND.match(value):
-        return "must be HOST:PORT (e.g. 0.0.0.0:8000) or unix:/path"
-    if not value.startswith("unix:") and not 1 <= int(value.rsplit(":", 1)[1]) <= 65535:
-        return "the port must be between 1 and 65535"
-    return None
-
-
-def parse_duration(value: object, *, longest: str = "36500d") -> float:
-    """Seconds from ``30``, ``1.5``, ``"90s"``, ``"15m"``, ``"12h"``, ``"7d"``, ``"250ms"``;
-    at most ``longest``, itself a duration (clocks and cookie dates must be able to add it)."""
-    if isinstance(value, bool):
-        raise ValueError("must be a duration such as 30, 90s, 15m, 12h or 7d")
-    seconds = None
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("must not be negative")
-        seconds = float(value)
-    elif isinstance(value, str):
-        seconds = _text_seconds(value)
-    if seconds is None or math.isnan(seconds):
-        raise ValueError("must be a duration such as 30, 90s, 15m, 12h or 7d")
-    if seconds > (_text_seconds(longest) or 0.0):
-        raise ValueError(f"must be at most {longest}")
-    return seconds
-
-
-def _text_seconds(text: str) -> float | None:
-    match = _DURATION.match(text)
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)] if match else None
-
-
-def parse_size(value: object) -> int:
-    """Bytes from ``1048576``, ``"512KiB"``, ``"10MB"``, ``"2GiB"`` (binary units)."""
-    if isinstance(value, bool):
-        raise ValueError("must be a size such as 1048576, 512KiB, 10MiB or 2GiB")
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError("must not be negative")
-        return value
-    if isinstance(value, str):
-        match = _SIZE.match(value)
-        if match:
-            unit = (match.group(2) or "")[:1].lower()
-            return int(match.group(1)) * _SIZE_UNITS[unit]
-    raise ValueError("must be a size such as 1048576, 512KiB, 10MiB or 2GiB")
-
-
-def _expand(
-    value: object, path: str, environ: Mapping[str, str], problems: list[str], failed: set[str]
-) -> object:
-    """Substitute ``${VAR}`` in every string of the tree, once; remember which paths failed."""
-    if isinstance(value, str):
-        before = len(problems)
-        result = _substitute(value, path, environ, problems)
-        if len(problems) > before:
-            failed.add(path)
-        return result
-    if isinstance(value, list):
-        return [_expand(v, f"{path}[{i}]", environ, problems, failed) for i, v in enumerate(value)]
-    if isinstance(value, dict):
-        return {
-            k: _expand(v, f"{path}.{k}" if path else str(k), environ, problems, failed)
-            for k, v in value.items()
-        }
-    return value
 
 
 class _Section:
@@ -463,44 +184,6 @@ class _Section:
         return _Section(self.raw(key), self.key_path(key), known, self.problems, self.failed)
 
 
-def _origin_url(value: str) -> str | None:
-    """``value`` normalised to ``scheme://host[:port]`` if it is a bare http(s) origin."""
-    try:
-        parts = urlsplit(value.strip())
-        port = parts.port
-    except ValueError:
-        return None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None
-    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
-        return None
-    host = parts.hostname.lower()
-    if ":" in host:
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            return None
-        host = f"[{host}]"
-    elif not _HOSTNAME.fullmatch(host):
-        return None
-    default_port = 443 if parts.scheme == "https" else 80
-    netloc = host if port in (None, default_port) else f"{host}:{port}"
-    return f"{parts.scheme}://{netloc}"
-
-
-def _http_url(value: str) -> str | None:
-    try:
-        parts = urlsplit(value.strip())
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        return None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None
-    if parts.query or parts.fragment or parts.username or parts.password:
-        return None
-    return value.strip().rstrip("/")
-
-
 _TOP_KEYS = (
     "public_url",
     "server",
@@ -524,11 +207,11 @@ def validate(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
     """Turn the parsed YAML into Settings, or raise ConfigError with every problem found."""
     problems: list[str] = []
     failed: set[str] = set()
-    expanded = _expand(dict(raw), "", environ, problems, failed)
+    expanded = expand(dict(raw), "", environ, problems, failed)
     top = _Section(expanded, "", _TOP_KEYS, problems, failed)
 
     public_url = top.string("public_url", required=True)
-    origin = _origin_url(public_url) if public_url else None
+    origin = origin_url(public_url) if public_url else None
     if public_url and origin is None:
         top.problem(
             "public_url",
@@ -566,8 +249,6 @@ def validate(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
 
 def check_redirect_domain(entry: str) -> str | None:
     """What is wrong with a ``redirect_domains`` entry, or None."""
-    from gateway.redirects import RedirectPolicy  # noqa: PLC0415 - avoids an import cycle
-
     try:
         RedirectPolicy("https://example.invalid", (entry,))
     except ValueError:
@@ -578,12 +259,12 @@ def check_redirect_domain(entry: str) -> str | None:
 def _validate_login(section: _Section) -> LoginSettings:
     defaults = LoginSettings()
     wxlogin_js = section.string("wxlogin_js", defaults.wxlogin_js)
-    if _http_url(wxlogin_js) is None:
+    if http_url(wxlogin_js) is None:
         section.problem("wxlogin_js", "must be an http or https URL")
     logo_url = section.string("logo_url", "")
     if (
         logo_url
-        and _http_url(logo_url) is None
+        and http_url(logo_url) is None
         and not (logo_url.startswith("/") and not logo_url.startswith("//"))
     ):
         section.problem("logo_url", "must be an http or https URL or a path starting with /")
@@ -693,7 +374,7 @@ def _validate_wechat(section: _Section) -> WeChatSettings | None:
 
 def _base_url(section: _Section, key: str, default: str) -> str:
     value = section.string(key, default)
-    url = _http_url(value)
+    url = http_url(value)
     if url is None:
         section.problem(key, "must be an http or https URL")
         return default
@@ -719,7 +400,7 @@ def _validate_session(section: _Section, *, https: bool) -> SessionSettings | No
     if 0 < max_age < 1:
         section.problem("max_age", "must be at least 1 second")
     cookie_domain = section.string("cookie_domain", "") or None
-    if cookie_domain is not None and not _HOSTNAME.fullmatch(cookie_domain.lstrip(".").lower()):
+    if cookie_domain is not None and not HOSTNAME.fullmatch(cookie_domain.lstrip(".").lower()):
         section.problem("cookie_domain", "must be a domain such as .example.com")
     secure = section.boolean("secure", https)
     for problem in _cookie_prefix_problems(
@@ -779,7 +460,7 @@ def _validate_upstreams(top: _Section) -> tuple[UpstreamSettings, ...]:
         section = _Section(item, f"upstreams[{i}]", _UPSTREAM_KEYS, top.problems, top.failed)
         prefix = section.string("prefix", required=True)
         host = section.string("host", "").strip().lower() or None
-        if host is not None and not _HOSTNAME.fullmatch(host.rsplit(":", 1)[0]):
+        if host is not None and not HOSTNAME.fullmatch(host.rsplit(":", 1)[0]):
             section.problem("host", "must be a host name such as app.example.com")
         if prefix and not prefix.startswith("/"):
             section.problem("prefix", "must start with /")
@@ -790,7 +471,7 @@ def _validate_upstreams(top: _Section) -> tuple[UpstreamSettings, ...]:
         seen.add((host, prefix))
         allow = section.string_list("allow") if section.has("allow") else None
         url_text = section.string("url", required=True)
-        url = _http_url(url_text) if url_text else None
+        url = http_url(url_text) if url_text else None
         if url_text and url is None:
             section.problem("url", "must be an http or https URL")
         result.append(
@@ -807,23 +488,3 @@ def _validate_upstreams(top: _Section) -> tuple[UpstreamSettings, ...]:
         )
     return tuple(result)
 
-
-__all__ = [
-    "ENV_CONFIG",
-    "AccessSettings",
-    "ConfigError",
-    "LoginSettings",
-    "OfficialAccountSettings",
-    "ServerSettings",
-    "SessionSettings",
-    "Settings",
-    "UpstreamSettings",
-    "WeChatSettings",
-    "check_bind",
-    "default_config_path",
-    "load_settings",
-    "parse_duration",
-    "parse_settings",
-    "parse_size",
-    "validate",
-]

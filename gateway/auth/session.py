@@ -79,7 +79,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from gateway.cookies import CookieSpec, request_cookies
+from gateway.auth.cookies import CookieSpec, request_cookies
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment

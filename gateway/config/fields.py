@@ -1,0 +1,107 @@
+"""Parsers for the config's field types: durations, sizes, listen addresses, URLs.
+
+Each raises ``ValueError`` with a message fit for the validation report, or returns None
+for "not usable"; none echoes the value it was given (it may be a secret).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from urllib.parse import urlsplit
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+HOSTNAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(?:\.(?!-)[a-z0-9-]{1,63}(?<!-))*\.?")
+_BIND = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]*):\d{1,5}$|^unix:/.+$")
+
+
+def check_bind(value: str) -> str | None:
+    """What is wrong with a listen address, or None if it is usable."""
+    if not _BIND.match(value):
+        return "must be HOST:PORT (e.g. 0.0.0.0:8000) or unix:/path"
+    if not value.startswith("unix:") and not 1 <= int(value.rsplit(":", 1)[1]) <= 65535:
+        return "the port must be between 1 and 65535"
+    return None
+
+
+def parse_duration(value: object, *, longest: str = "36500d") -> float:
+    """Seconds from ``30``, ``1.5``, ``"90s"``, ``"15m"``, ``"12h"``, ``"7d"``, ``"250ms"``;
+    at most ``longest``, itself a duration (clocks and cookie dates must be able to add it)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 30, 90s, 15m, 12h or 7d")
+    seconds = None
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("must not be negative")
+        seconds = float(value)
+    elif isinstance(value, str):
+        seconds = _text_seconds(value)
+    if seconds is None or math.isnan(seconds):
+        raise ValueError("must be a duration such as 30, 90s, 15m, 12h or 7d")
+    if seconds > (_text_seconds(longest) or 0.0):
+        raise ValueError(f"must be at most {longest}")
+    return seconds
+
+
+def _text_seconds(text: str) -> float | None:
+    match = _DURATION.match(text)
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)] if match else None
+
+
+def parse_size(value: object) -> int:
+    """Bytes from ``1048576``, ``"512KiB"``, ``"10MB"``, ``"2GiB"`` (binary units)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a size such as 1048576, 512KiB, 10MiB or 2GiB")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("must not be negative")
+        return value
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        if match:
+            unit = (match.group(2) or "")[:1].lower()
+            return int(match.group(1)) * _SIZE_UNITS[unit]
+    raise ValueError("must be a size such as 1048576, 512KiB, 10MiB or 2GiB")
+
+
+def origin_url(value: str) -> str | None:
+    """``value`` normalised to ``scheme://host[:port]`` if it is a bare http(s) origin."""
+    try:
+        parts = urlsplit(value.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        return None
+    host = parts.hostname.lower()
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return None
+        host = f"[{host}]"
+    elif not HOSTNAME.fullmatch(host):
+        return None
+    default_port = 443 if parts.scheme == "https" else 80
+    netloc = host if port in (None, default_port) else f"{host}:{port}"
+    return f"{parts.scheme}://{netloc}"
+
+
+def http_url(value: str) -> str | None:
+    try:
+        parts = urlsplit(value.strip())
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    if parts.query or parts.fragment or parts.username or parts.password:
+        return None
+    return value.strip().rstrip("/")

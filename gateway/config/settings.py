@@ -1,0 +1,108 @@
+"""The validated settings: small immutable value objects, with the defaults in one place.
+
+A leaf: it imports nothing from the gateway, so every part may depend on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``problems`` lists every reason, one per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    bind: str = "0.0.0.0:8000"
+    workers: int = 2
+    worker_class: str = "gevent"
+    threads: int = 64
+    worker_connections: int = 1000
+    keepalive: float = 5.0
+    graceful_timeout: float = 30.0
+    max_body_size: int = 0
+    client_body_timeout: float = 60.0
+    limit_request_line: int = 8190
+    limit_request_fields: int = 100
+    limit_request_field_size: int = 8190
+    access_log: bool = True
+    log_level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class OfficialAccountSettings:
+    app_id: str
+    app_secret: str = field(repr=False)
+    scope: str = "snsapi_userinfo"
+
+
+@dataclass(frozen=True, slots=True)
+class WeChatSettings:
+    app_id: str
+    app_secret: str = field(repr=False)
+    open_base: str = "https://open.weixin.qq.com"
+    api_base: str = "https://api.weixin.qq.com"
+    lang: str = "cn"
+    timeout: float = 5.0
+    official_account: OfficialAccountSettings | None = None
+    fetch_profile: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    secret: str = field(repr=False)
+    previous_secrets: tuple[str, ...] = field(default=(), repr=False)
+    cookie_name: str = "wechat_gateway"
+    max_age: int = 7 * 86400
+    secure: bool = True
+    cookie_domain: str | None = None
+    revalidate: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSettings:
+    prefix: str
+    url: str
+    timeout: float = 30.0
+    read_timeout: float = 300.0
+    host: str | None = None
+    strip_prefix: bool = False
+    public: bool = False
+    allow: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AccessSettings:
+    allow: tuple[str, ...] = ()
+    allow_file: str | None = None
+    public: tuple[str, ...] = ()
+    api_paths: tuple[str, ...] = ()
+    allow_preflight: bool = True
+    trusted_proxies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LoginSettings:
+    state_ttl: float = 600.0
+    mode: str = "redirect"
+    title: str = ""
+    logo_url: str = ""
+    footer: str = ""
+    wxlogin_js: str = "https://res.wx.qq.com/connect/zh_CN/htmledition/js/wxLogin.js"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    public_url: str
+    wechat: WeChatSettings
+    session: SessionSettings
+    upstreams: tuple[UpstreamSettings, ...]
+    server: ServerSettings = ServerSettings()
+    access: AccessSettings = AccessSettings()
+    login: LoginSettings = LoginSettings()
+    redirect_domains: tuple[str, ...] = ()

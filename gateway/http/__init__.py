@@ -1,0 +1,7 @@
+"""HTTP/1.1 as the gateway reads and writes it on its own sockets.
+
+What lives here: the request target as the client sent it (``target``), the path the
+upstream will act on, for policy (``paths``), the strict upstream response reader
+(``response``) and socket helpers (``sockets``). What does not: forwarding decisions
+(``gateway.proxy``); no module here knows about sessions or upstream configuration.
+"""

@@ -1,0 +1,340 @@
+"""Streaming HTTP/1.1 forwarding from a WSGI request to an upstream app.
+
+This is the hop every authenticated request takes. It is written against sockets and
+``Response`` rather than a client library, because a forwarding proxy needs
+what libraries try to hide: the raw request target (``%2F`` kept), the client's own framing
+(``Content-Length`` or chunked), bodies that are never held whole, compressed bodies left
+compressed, several ``Set-Cookie`` kept apart, and no state shared between users (no cookie
+jar, no default headers, no proxy settings from the environment).
+
+What it guarantees:
+
+- a refused or reset upstream is a 502, no response headers within ``timeout`` a 504;
+- an upstream that dies mid-body aborts the client's connection, so a short body can
+  never pass for a complete one; a client that goes away releases the upstream connection;
+- a bodiless request that meets a stale pooled connection is retried once on a fresh one;
+- an app's ``Set-Cookie`` for one of the gateway's own cookies never reaches the browser.
+
+It does not speak WebSocket or HTTP/2 to upstreams: ``Upgrade`` is hop-by-hop and removed.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import time
+from collections.abc import Iterable, Iterator
+from http import HTTPStatus
+from typing import TYPE_CHECKING, NoReturn
+
+from gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
+from gateway.http.response import ClosedBeforeResponse, IncompleteBody, InvalidResponse, Response
+from gateway.http.sockets import describe_failure, send_all
+from gateway.proxy.request import (
+    HOP_BY_HOP,
+    ForwardContext,
+    RequestBody,
+    build_request_head,
+    set_cookie_name,
+)
+from gateway.server.greenlets import gevent_timeout
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+    from gateway.proxy.pool import Upstream
+    from gateway.proxy.router import Route
+
+log = logging.getLogger("gateway.proxy")
+
+_STREAM_CHUNK = 256 * 1024
+# Methods a stale connection may make the gateway send twice (RFC 9110 9.2.2).
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+
+class UpstreamBroken(ConnectionResetError):
+    """The upstream failed after the response started; the client connection must abort.
+
+    It is a ``ConnectionResetError`` on purpose: gunicorn closes the client connection on
+    it without logging a traceback, which is exactly the signal a truncated body needs.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(errno.ECONNRESET, reason)
+
+
+class _StaleConnection(Exception):
+    """A reused connection was closed by the upstream before it answered."""
+
+
+class Forwarder:
+    """Sends one WSGI request to its upstream and streams the answer back."""
+
+    def __init__(self, context: ForwardContext) -> None:
+        self.context = context
+        self._timer = gevent_timeout()
+
+    def __call__(
+        self,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+        route: Route,
+        target: str,
+        identity: Iterable[tuple[str, str]] = (),
+    ) -> Iterable[bytes]:
+        method = environ["REQUEST_METHOD"]
+        context = self.context
+        upstream = route.upstream
+        body = RequestBody(environ, context.max_body_size, context.client_body_timeout)
+        head = build_request_head(
+            environ,
+            method,
+            upstream.origin.base_path + route.forwarded_target(target),
+            context,
+            identity,
+            body.framing,
+        )
+        if body.empty:
+            sock, response = self._exchange(upstream, method, head, None)
+        else:
+            try:
+                first = body.small()
+                if first is None:
+                    sock, response = self._exchange(upstream, method, head, body)
+                else:
+                    sock, response = self._exchange(upstream, method, head + first, None)
+            finally:
+                body.done()
+        return self._respond(upstream, sock, response, start_response)
+
+    def _exchange(
+        self, upstream: Upstream, method: str, payload: bytes, body: RequestBody | None
+    ) -> tuple[socket.socket, Response]:
+        """Send the request, wait for the response head; retry once on a stale connection."""
+        sock, reused = upstream.connect()
+        try:
+            return sock, self._send_and_begin(
+                upstream, sock, method, payload, body, fresh=not reused
+            )
+        except _StaleConnection:
+            sock.close()
+            if body is not None and not body.empty:
+                raise UpstreamUnavailable("the upstream closed the connection") from None
+        sock, _ = upstream.connect(new=True)
+        try:
+            return sock, self._send_and_begin(upstream, sock, method, payload, body, fresh=True)
+        except _StaleConnection:
+            sock.close()
+            raise UpstreamUnavailable(
+                "the upstream closed the connection without answering"
+            ) from None
+
+    def _send_and_begin(
+        self,
+        upstream: Upstream,
+        sock: socket.socket,
+        method: str,
+        payload: bytes,
+        body: RequestBody | None,
+        *,
+        fresh: bool = False,
+    ) -> Response:
+        if body is None and self._timer is not None:
+            # Under gevent a socket timeout arms a new timer for every wait; one timer for
+            # the whole exchange costs a fraction. (A streamed upload keeps the per-send
+            # socket timeout: a slow client must not count against the upstream.)
+            sock.settimeout(None)
+            timer = self._timer(upstream.timeout, TimeoutError)
+            timer.start()
+            try:
+                return self._exchange_once(upstream, sock, method, payload, None, fresh, None)
+            finally:
+                timer.close()
+        sock.settimeout(upstream.timeout)
+        deadline = time.monotonic() + upstream.timeout
+        return self._exchange_once(upstream, sock, method, payload, body, fresh, deadline)
+
+    def _exchange_once(
+        self,
+        upstream: Upstream,
+        sock: socket.socket,
+        method: str,
+        payload: bytes,
+        body: RequestBody | None,
+        fresh: bool,
+        deadline: float | None,
+    ) -> Response:
+        sent_body = False
+        try:
+            send_all(sock, payload)
+            if body is not None:
+                for piece in body.chunks():
+                    sent_body = True
+                    send_all(sock, piece)
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            # The upstream may have answered early (e.g. 413) and closed: read that answer.
+            if not sent_body and not fresh:
+                raise _StaleConnection from None
+            send_error: OSError | None = exc
+        except TimeoutError:
+            sock.close()
+            raise UpstreamTimeout("sending the request to the upstream timed out") from None
+        except OSError as exc:
+            sock.close()
+            raise UpstreamUnavailable(
+                f"the upstream connection failed ({describe_failure(exc)})"
+            ) from None
+        except GatewayError:
+            sock.close()
+            raise
+        else:
+            send_error = None
+        try:
+            response = Response(sock, method, deadline=deadline)
+        except TimeoutError:
+            sock.close()
+            raise UpstreamTimeout(
+                f"the upstream sent no response headers within {upstream.timeout:g}s"
+            ) from None
+        except (ClosedBeforeResponse, ConnectionResetError) as exc:
+            # Closed after taking the request: a retry is safe only if sending it twice is.
+            if not fresh and send_error is None and not sent_body and method in _IDEMPOTENT:
+                raise _StaleConnection from None
+            sock.close()
+            raise UpstreamUnavailable(f"the upstream {describe_failure(exc)}") from None
+        except (OSError, InvalidResponse) as exc:
+            sock.close()
+            raise UpstreamUnavailable(f"the upstream {describe_failure(exc)}") from None
+        if response.unknown_coding and not response.bodiless:
+            # RFC 9112 6.1: only chunked may be sent to a client that did not ask (TE) for
+            # more; passed on undone, a gzip transfer coding would reach the browser as
+            # unlabelled compressed bytes.
+            sock.close()
+            raise UpstreamUnavailable("the upstream used a transfer coding other than chunked")
+        return response
+
+    def _respond(
+        self,
+        upstream: Upstream,
+        sock: socket.socket,
+        response: Response,
+        start_response: StartResponse,
+    ) -> Iterable[bytes]:
+        headers = self._response_headers(upstream, response)
+        status = response.status
+        reason = response.reason or _phrase(status)
+        sock.settimeout(upstream.read_timeout)
+        length = response.length
+        # The first read happens before anything is sent, so an upstream that fails before
+        # its first body byte still gets a clean 502/504. An answer that is complete after
+        # it (the usual small one) goes out in one piece, its connection back in the pool
+        # first; the rest (trickling, large, chunked, until close) streams as it arrives.
+        try:
+            first = response.read1(_STREAM_CHUNK)
+        except TimeoutError:
+            sock.close()
+            raise UpstreamTimeout("the upstream stalled before the body") from None
+        except (OSError, IncompleteBody, InvalidResponse) as exc:
+            sock.close()
+            raise UpstreamUnavailable(f"the upstream {describe_failure(exc)}") from None
+        if response.bodiless:
+            if response.declared_length is not None:
+                headers.append(("Content-Length", str(response.declared_length)))
+        elif length is not None:
+            headers.append(("Content-Length", str(length)))
+        if response.complete:
+            _finish(upstream, sock, response)
+            start_response(f"{status} {reason}", headers)
+            return [first] if first else []
+        start_response(f"{status} {reason}", headers)
+        return _StreamedBody(upstream, sock, response, first)
+
+    def _response_headers(self, upstream: Upstream, response: Response) -> list[tuple[str, str]]:
+        connection_listed = response.connection_tokens
+        headers: list[tuple[str, str]] = []
+        for (name, value), lower in zip(response.headers, response.lower_names, strict=True):
+            if lower in HOP_BY_HOP or lower == "content-length" or lower in connection_listed:
+                continue
+            if lower == "location":
+                value = self._rewrite_location(upstream, value)
+            elif lower == "set-cookie" and set_cookie_name(value) in self.context.gateway_cookies:
+                # The app must not replace the gateway's own cookies: that would swap the
+                # browser's session for one the app chose.
+                log.warning("removed an upstream Set-Cookie for the gateway's own cookie")
+                continue
+            headers.append((name, value))
+        return headers
+
+    def _rewrite_location(self, upstream: Upstream, value: str) -> str:
+        lowered = value.lower()
+        for origin in upstream.own_origins:
+            if lowered.startswith(origin.lower()):
+                rest = value[len(origin) :]
+                if not rest or rest[0] in "/?#":
+                    return self.context.public_url + (rest if rest[:1] == "/" else "/" + rest)
+        return value
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def _finish(upstream: Upstream, sock: socket.socket, response: Response) -> None:
+    """Pool the connection if the upstream lets it live and the response was fully read."""
+    if response.reusable:
+        upstream.release(sock)
+    else:
+        sock.close()
+
+
+class _StreamedBody:
+    """A response body forwarded as the bytes arrive.
+
+    ``read1`` returns whatever one read yields, so a trickling upstream (server-sent
+    events) reaches the client at once. ``close`` is called by the server even when the
+    client disconnected, which is what releases the upstream connection.
+    """
+
+    __slots__ = ("_done", "_first", "_response", "_sock", "_upstream")
+
+    def __init__(
+        self, upstream: Upstream, sock: socket.socket, response: Response, first: bytes = b""
+    ) -> None:
+        self._upstream = upstream
+        self._sock = sock
+        self._response = response
+        self._first = first  # body bytes already read
+        self._done = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        response = self._response
+        read1 = response.read1
+        if self._first:
+            yield self._first
+        while True:
+            try:
+                data = read1(_STREAM_CHUNK)
+            except TimeoutError:
+                self._abort("the upstream stalled mid-body")
+            except (OSError, IncompleteBody, InvalidResponse) as exc:
+                self._abort(f"the upstream {describe_failure(exc)}")
+            if not data:
+                break
+            yield data
+        self._done = True
+
+    def _abort(self, reason: str) -> NoReturn:
+        log.warning("aborting the client response: %s", reason)
+        self._sock.close()
+        self._done = False
+        raise UpstreamBroken(reason)
+
+    def close(self) -> None:
+        if self._done:
+            _finish(self._upstream, self._sock, self._response)
+        else:
+            self._sock.close()

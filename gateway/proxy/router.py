@@ -1,0 +1,82 @@
+"""Which upstream serves a request, and the policy that goes with it: the routes.
+
+A ``Route`` is one ``upstreams[]`` entry as the access decision sees it (prefix, host,
+``strip_prefix``, ``public``, its own allow list) with the ``Upstream`` transport behind
+it. The ``Router`` picks one: routes for the request's ``Host`` first, then the host-less
+ones; among them the longest matching prefix.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gateway.auth.access import AllowList
+from gateway.proxy.pool import Upstream
+
+if TYPE_CHECKING:
+    import ssl
+    from collections.abc import Iterable
+
+    from gateway.config import UpstreamSettings
+
+
+class Route:
+    """One ``upstreams[]`` entry: where it applies, its own rules, and its upstream."""
+
+    def __init__(
+        self, settings: UpstreamSettings, *, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        self.prefix = settings.prefix
+        self.host = settings.host
+        self.strip_prefix = settings.strip_prefix
+        self.public = settings.public
+        self.allow = AllowList(settings.allow) if settings.allow is not None else None
+        self.upstream = Upstream(settings, ssl_context=ssl_context)
+
+    def forwarded_target(self, target: str) -> str:
+        """The request target for the upstream: ``strip_prefix`` removes the prefix."""
+        if not self.strip_prefix or self.prefix == "/":
+            return target
+        rest = target[len(self.prefix.rstrip("/")) :]
+        return rest if rest.startswith("/") else "/" + rest
+
+    def matches(self, path: str) -> bool:
+        prefix = self.prefix
+        if prefix in ("/", path):
+            return True
+        if not path.startswith(prefix):
+            return False
+        return prefix.endswith("/") or path[len(prefix)] in "/?"
+
+
+class Router:
+    """The route for a request: those for its ``Host`` first, then the host-less ones;
+    among them the longest matching prefix."""
+
+    def __init__(self, routes: Iterable[Route]) -> None:
+        self.routes = sorted(routes, key=lambda u: len(u.prefix), reverse=True)
+        self._by_host: dict[str | None, list[Route]] = {}
+        for route in self.routes:
+            self._by_host.setdefault(route.host, []).append(route)
+
+    def choose(self, path: str, host: str | None = None) -> Route | None:
+        candidates: list[Route] = []
+        if host and len(self._by_host) > 1:
+            host = host.lower()
+            candidates = self._by_host.get(host) or self._by_host.get(_hostname(host)) or []
+        fallback: list[Route] = self._by_host.get(None, [])
+        for route in (*candidates, *fallback):
+            if route.matches(path):
+                return route
+        return None
+
+    def close(self) -> None:
+        for route in self.routes:
+            route.upstream.close()
+
+
+def _hostname(host: str) -> str:
+    """``app.example.com:8443`` -> ``app.example.com`` (IPv6 literals keep their brackets)."""
+    if host.endswith("]") or ":" not in host:
+        return host
+    return host.rsplit(":", 1)[0]
