@@ -152,8 +152,10 @@ class Service:
         env: dict[str, str] | None = None,
         ready_path: str = "/hello",
         discard_stdout: bool = False,
+        cwd: Path = ROOT,
     ) -> None:
         self.name = name
+        self.cwd = cwd
         self.argv = argv
         self.port = port
         self.env = {**os.environ, **(env or {})}
@@ -180,7 +182,7 @@ class Service:
                 stdout=subprocess.DEVNULL if self.discard_stdout else log,
                 stderr=log,
                 env=self.env,
-                cwd=ROOT,
+                cwd=self.cwd,
                 start_new_session=True,
             )
         deadline = time.monotonic() + timeout

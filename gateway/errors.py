@@ -20,16 +20,21 @@ The tree, and what the browser gets::
         │                                or from another browser
         ├── LoginCancelled          401  the user declined on WeChat (no code)
         ├── SnapshotUser            401  WeChat's snapshot mode: only a preview identity
-        ├── SignInRequired          401  forward-auth check without a session
+        ├── SignInRequired          401  no session: an API call, forward-auth, userinfo
         ├── NotAllowed              403  signed in, but not on the allow list
-        ├── WeChatFailed            502  WeChat answered with an error or garbage
-        │   ├── WeChatMisconfigured 502  app id / secret / scope wrong: an operator must act
-        │   └── WeChatUnreachable   502  WeChat could not be reached at all
-        ├── WeChatBusy              503  WeChat is busy or over quota; retry later
-        └── WeChatTimedOut          504  WeChat did not answer within wechat.timeout
+        ├── ProviderFailed          502  the identity provider answered with an error or
+        │   │                            garbage
+        │   ├── ProviderMisconfigured 502  app id / secret / scope wrong: an operator must act
+        │   └── ProviderUnreachable 502  the provider could not be reached at all
+        ├── ProviderBusy            503  the provider is busy or over quota; retry later
+        └── ProviderTimedOut        504  the provider did not answer within its timeout
+
+The sign-in pages are named for the identity provider's failure, not WeChat's wire: the
+WeChat client's own exceptions (``WeChatTimeout``, ``WeChatUnavailable``, ``SystemBusy``,
+in ``gateway.providers.wechat.client``) are mapped onto them in one place, the provider.
 
 Each error carries a short, safe ``detail`` for the page: never a secret, a token, a code
-or a traceback. ``gateway.pages`` is the single place that turns one into a response.
+or a traceback. ``gateway.web.pages`` is the single place that turns one into a response.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ class GatewayError(Exception):
     status = 500
     title = "Something went wrong"
     hint = "Try again in a moment."
+    #: The ``error`` of the JSON answer when it is a stable code rather than the title.
+    code: str | None = None
 
     def __init__(
         self,
@@ -154,9 +161,13 @@ class SnapshotUser(LoginError):
 
 
 class SignInRequired(LoginError):
+    """The one 401: a proxied API call, forward-auth or ``/_gateway/userinfo`` without a
+    session. JSON ``{error: "unauthorized", message, login_url}``, ``WWW-Authenticate``."""
+
     status = 401
     title = "Sign-in required"
-    hint = "Sign in with WeChat to continue."
+    hint = "Sign in with WeChat first."
+    code = "unauthorized"
 
 
 class NotAllowed(LoginError):
@@ -165,13 +176,13 @@ class NotAllowed(LoginError):
     hint = "You are signed in with WeChat, but this account may not use this application."
 
 
-class WeChatFailed(LoginError):
+class ProviderFailed(LoginError):
     status = 502
     title = "WeChat sign-in failed"
     hint = "WeChat could not complete the sign-in. Try again in a moment."
 
 
-class WeChatMisconfigured(WeChatFailed):
+class ProviderMisconfigured(ProviderFailed):
     title = "Sign-in is misconfigured"
     hint = (
         "WeChat refused this application's sign-in settings. There is nothing you can do about"
@@ -179,12 +190,12 @@ class WeChatMisconfigured(WeChatFailed):
     )
 
 
-class WeChatUnreachable(WeChatFailed):
+class ProviderUnreachable(ProviderFailed):
     title = "Cannot reach WeChat"
     hint = "The sign-in gateway cannot reach WeChat right now. Try again in a moment."
 
 
-class WeChatBusy(LoginError):
+class ProviderBusy(LoginError):
     status = 503
     title = "WeChat is busy"
     hint = "WeChat is busy right now. Try again in a minute."
@@ -198,7 +209,7 @@ class WeChatBusy(LoginError):
         self.retry_after = retry_after
 
 
-class WeChatTimedOut(LoginError):
+class ProviderTimedOut(LoginError):
     status = 504
     title = "WeChat did not answer"
     hint = "WeChat took too long to answer. Try again in a moment."

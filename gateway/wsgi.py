@@ -6,10 +6,10 @@ For running under any WSGI server (``gunicorn gateway.wsgi:application``, uWSGI,
 
 from __future__ import annotations
 
-from gateway.app import Gateway
+from gateway.builder import build_gateway
 from gateway.config import load_settings
 from gateway.server.logs import configure_logging
 
 settings = load_settings()
 configure_logging(settings.server.log_level)
-application = Gateway(settings)
+application = build_gateway(settings)

@@ -1108,6 +1108,9 @@ def test_userinfo(gw: Deployment) -> None:
     reply = browser.get(gw.url + "/_gateway/userinfo")
     assert reply.status_code == 401
     assert reply.headers["Content-Type"].startswith("application/json")
+    assert reply.headers["WWW-Authenticate"] == 'WeChat realm="wechat-gateway"'
+    assert set(reply.json()) == {"error", "message", "login_url"}
+    assert reply.json()["error"] == "unauthorized"
     assert_login_url(reply.json()["login_url"], gw.url, "/")
 
     gw.login(browser, "zhangsan")
@@ -1117,12 +1120,14 @@ def test_userinfo(gw: Deployment) -> None:
     assert "no-store" in reply.headers.get("Cache-Control", "")
     website = gw.simulator.app_of_kind("website").app_id
     user = gw.users()["zhangsan"]
-    # JSON has its own escaping: the nickname is the one WeChat gave.
+    # JSON has its own escaping: the nickname is the one WeChat gave, with the control
+    # characters the header removes removed here too.
+    assert "\x14" in user["nickname"]
     assert reply.json() == {
         "openid": user["openids"][website],
         "unionid": user["unionid"],
         "app_id": website,
-        "nickname": user["nickname"],
+        "nickname": user["nickname"].replace("\x14", ""),
         "avatar": user["avatar"],
     }
 

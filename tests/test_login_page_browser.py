@@ -36,8 +36,8 @@ from gateway.errors import (
     GatewayError,
     LoginCancelled,
     LoginStateInvalid,
+    ProviderBusy,
     SnapshotUser,
-    WeChatBusy,
 )
 from gateway.providers.wechat.client import WeChatClient
 from gateway.simulator import SimulatorServer
@@ -142,7 +142,7 @@ class SignInSite:
                 environ, start_response, login_url="/_gateway/login", branding=BRANDING
             )
         if path == "/busy":
-            busy = WeChatBusy("errcode -1: system busy", retry_after=5, actions=retry)
+            busy = ProviderBusy("errcode -1: system busy", retry_after=5, actions=retry)
             return error_response(environ, start_response, busy, branding=BRANDING)
         if path == "/snapshot":
             return error_response(

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 from werkzeug.test import Client, TestResponse
 
 from gateway.app import Gateway
+from gateway.builder import build_gateway
 from gateway.config import (
     AccessSettings,
     LoginSettings,
@@ -54,7 +55,7 @@ def _gateway(wechat: SimulatorServer, clock: Clock, **login: float) -> Gateway:
         access=AccessSettings(),
         login=LoginSettings(**login),
     )
-    return Gateway(settings, clock=clock)
+    return build_gateway(settings, clock=clock)
 
 
 class Browser:
@@ -159,5 +160,5 @@ def test_session_expires_with_the_gateways_clock(wechat: SimulatorServer) -> Non
     browser = Browser(gateway)
     assert browser.get(_callback(wechat, browser.start())).status_code == 302
     assert browser.get("/_gateway/userinfo").status_code == 200
-    clock.now += gateway.settings.session.max_age
+    clock.now += gateway.login.max_age
     assert browser.get("/_gateway/userinfo").status_code == 401

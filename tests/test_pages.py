@@ -29,9 +29,9 @@ from gateway.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    ProviderBusy,
     UpstreamTimeout,
     UpstreamUnavailable,
-    WeChatBusy,
 )
 from gateway.providers.wechat.client import WeChatClient
 from gateway.web.i18n import ERRORS_ZH
@@ -41,7 +41,6 @@ from gateway.web.pages import (
     is_api_call,
     login_page_response,
     negotiate_lang,
-    render_page,
     signed_out_response,
 )
 
@@ -222,19 +221,6 @@ def test_html_page_escapes_the_error_text_itself() -> None:
     assert "&lt;i&gt;hint&lt;/i&gt;" in text
 
 
-def test_render_page_escapes_its_status_and_knows_two_languages() -> None:
-    html = render_page(
-        status='500 "><script>', heading="h", message="m", lang='en"><script>'
-    ).decode()
-    assert "<script>" not in html
-    assert "500 &quot;&gt;&lt;script&gt;" in html
-    assert '<html lang="en">' in html
-    assert (
-        '<html lang="zh-CN">'
-        in render_page(status="", heading="h", message="m", lang="zh").decode()
-    )
-
-
 def test_json_carries_the_detail_verbatim() -> None:
     payload = json.loads(Captured(environ("POST"), BadRequest(HOSTILE)).body)
     assert payload["detail"] == HOSTILE
@@ -378,8 +364,8 @@ def instance(cls: type[GatewayError]) -> GatewayError:
         return MethodNotAllowed(("GET", "HEAD"))
     if cls is PayloadTooLarge:
         return PayloadTooLarge(1024)
-    if cls is WeChatBusy:
-        return WeChatBusy(retry_after=60)
+    if cls is ProviderBusy:
+        return ProviderBusy(retry_after=60)
     return cls(actions=(("Try again", "/_gateway/login"),))
 
 
@@ -435,13 +421,13 @@ def test_every_error_page_in_english(cls: type[GatewayError]) -> None:
     page = response.text
     assert '<html lang="en">' in page
     assert heading(page) == cls.title
-    assert escape(cls.hint if cls is not WeChatBusy else "Try again in about 60") in page
+    assert escape(cls.hint if cls is not ProviderBusy else "Try again in about 60") in page
     assert re.search(r"[\u4e00-\u9fff]", visible_text(page)) is None
     assert '<a href="?lang=zh" lang="zh-CN" hreflang="zh-CN">中文</a>' in page
 
 
 def test_an_unknown_error_class_speaks_like_its_nearest_base() -> None:
-    class QuotaGone(WeChatBusy):
+    class QuotaGone(ProviderBusy):
         title = "Quota gone"
         hint = "Come back tomorrow."
 
@@ -457,7 +443,7 @@ def test_an_unknown_error_class_speaks_like_its_nearest_base() -> None:
 
 
 def test_busy_says_when_to_retry() -> None:
-    error = WeChatBusy("errcode -1", retry_after=5)
+    error = ProviderBusy("errcode -1", retry_after=5)
     assert "微信当前繁忙，请约 5 秒后重试。" in Captured(zh(), error).text
     english = Captured(en(), error)
     assert "WeChat is busy right now. Try again in about 5 seconds." in english.text
@@ -483,7 +469,7 @@ def test_known_action_labels_are_translated_and_unknown_ones_pass() -> None:
 
 
 def test_detail_is_shown_as_given_in_both_languages() -> None:
-    error = errors.WeChatFailed("errcode 40029: invalid code <x>")
+    error = errors.ProviderFailed("errcode 40029: invalid code <x>")
     for env in (zh(), en()):
         assert (
             '<p class="detail">errcode 40029: invalid code &lt;x&gt;</p>'
@@ -497,12 +483,13 @@ def test_json_stays_english_whatever_the_language() -> None:
         env["QUERY_STRING"] = query
         payload = json.loads(
             Captured(
-                env, WeChatBusy("busy", retry_after=5, actions=(("Try again", "/_gateway/login"),))
+                env,
+                ProviderBusy("busy", retry_after=5, actions=(("Try again", "/_gateway/login"),)),
             ).body
         )
         assert payload == {
-            "error": WeChatBusy.title,
-            "message": WeChatBusy.hint,
+            "error": ProviderBusy.title,
+            "message": ProviderBusy.hint,
             "detail": "busy",
             "login_url": "/_gateway/login",
         }

@@ -18,8 +18,10 @@ import pytest
 import requests
 
 from gateway.auth.session import Session
-from gateway.login.revalidation import AuthorizationEnded, Revalidator
+from gateway.login.revalidation import Revalidator
+from gateway.providers.base import AuthorizationEnded
 from gateway.providers.wechat.client import WeChatClient
+from gateway.providers.wechat.provider import WeChatProvider
 from gateway.simulator import Fault, SimulatorServer
 from tests.e2e import location, set_cookie
 from tests.support import COOKIE
@@ -405,9 +407,14 @@ def _client_and_session(wechat: SimulatorServer) -> tuple[WeChatClient, Session]
     return client, session
 
 
+def _provider(client: WeChatClient) -> WeChatProvider:
+    """The website app's provider around ``client``, as the gateway builds it."""
+    return WeChatProvider(client, key="qr", timeout=WECHAT_TIMEOUT, fetch_profile=True, lang="cn")
+
+
 def test_one_check_for_many_threads_at_once(wechat: SimulatorServer) -> None:
     client, session = _client_and_session(wechat)
-    revalidator = Revalidator(INTERVAL, {session.app_id: client}, timeout=WECHAT_TIMEOUT)
+    revalidator = Revalidator(INTERVAL, [_provider(client)], timeout=WECHAT_TIMEOUT)
     wechat.simulator.add_fault(Fault("refresh_token", "delay", delay=0.3))
     results: list[Session | None] = [None] * 10
 
@@ -429,9 +436,7 @@ def test_one_check_for_many_threads_at_once(wechat: SimulatorServer) -> None:
 def test_after_wechat_could_not_be_asked_the_worker_pauses(wechat: SimulatorServer) -> None:
     client, session = _client_and_session(wechat)
     now = [time.time()]
-    revalidator = Revalidator(
-        30, {session.app_id: client}, timeout=WECHAT_TIMEOUT, clock=lambda: now[0]
-    )
+    revalidator = Revalidator(30, [_provider(client)], timeout=WECHAT_TIMEOUT, clock=lambda: now[0])
     wechat.simulator.add_fault(Fault("refresh_token", "reset", times=5))
     assert revalidator.revalidate(session) is session
     now[0] += 29
@@ -447,7 +452,7 @@ def test_after_wechat_could_not_be_asked_the_worker_pauses(wechat: SimulatorServ
 
 def test_gone_is_remembered_briefly(wechat: SimulatorServer) -> None:
     client, session = _client_and_session(wechat)
-    revalidator = Revalidator(INTERVAL, {session.app_id: client}, timeout=WECHAT_TIMEOUT)
+    revalidator = Revalidator(INTERVAL, [_provider(client)], timeout=WECHAT_TIMEOUT)
     wechat.simulator.revoke("alice")
     for _ in range(3):
         with pytest.raises(AuthorizationEnded):

@@ -29,7 +29,7 @@ from gateway.errors import BadRequest
 from gateway.http.paths import plain_path, policy_path
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Iterable
 
     from _typeshed.wsgi import WSGIEnvironment
 
@@ -97,16 +97,9 @@ def parse_allow_file(text: str) -> frozenset[str]:
 class AllowList:
     """Allowed openids/unionids: fixed ones, plus a file watched for changes."""
 
-    def __init__(
-        self,
-        ids: Iterable[str],
-        path: str | None = None,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, ids: Iterable[str], path: str | None = None) -> None:
         self.ids = frozenset(ids)
         self.path = path
-        self.clock = clock
         self._file_ids: frozenset[str] = frozenset()
         self._signature: tuple[int, int, int] | None = None
         self._checked = float("-inf")
@@ -121,7 +114,7 @@ class AllowList:
     def allows(self, session: Session) -> bool:
         if not self.restricted:
             return True
-        if self.path is not None and self.clock() - self._checked >= _RECHECK:
+        if self.path is not None and time.monotonic() - self._checked >= _RECHECK:
             self._reload()
         for identity in (session.openid, session.unionid):
             if identity and (identity in self.ids or identity in self._file_ids):
@@ -130,7 +123,7 @@ class AllowList:
 
     def _reload(self) -> None:
         assert self.path is not None
-        self._checked = self.clock()
+        self._checked = time.monotonic()
         try:
             stat = os.stat(self.path)
             signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)

@@ -66,17 +66,16 @@ reason about. Hosts are compared as strings, so an unusual spelling of an allowe
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
-from urllib.parse import unquote_to_bytes, urlsplit
+from urllib.parse import unquote_to_bytes
+
+from gateway.http.origins import Origin, parse_origin
 
 _FALLBACK = "/"
 
 #: Longer targets are refused outright: no real page needs one, and it bounds the work.
 _MAX_TARGET_LENGTH = 2048
-
-_default_ports: Mapping[str, int] = MappingProxyType({"http": 80, "https": 443})
 
 #: The whole target must consist of these: printable ASCII without space.
 _printable_ascii = re.compile(r"[\x21-\x7e]*")
@@ -116,11 +115,14 @@ class _AllowedHost:
     #: The one port allowed; ``None`` for the scheme's default port.
     port: int | None
 
-    def matches(self, scheme: str, host: str, port: int) -> bool:
-        """Whether a target on ``scheme://host:port`` (port already defaulted) is allowed."""
+    def matches(self, origin: Origin) -> bool:
+        """Whether a target on ``origin`` is allowed."""
+        host = origin.host
         if host != self.host and not (self.include_subdomains and host.endswith("." + self.host)):
             return False
-        return self.any_port or port == (_default_ports[scheme] if self.port is None else self.port)
+        if self.any_port:
+            return True
+        return origin.has_default_port if self.port is None else origin.port == self.port
 
 
 def _parse_allowed_domain(entry: str) -> _AllowedHost:
@@ -168,18 +170,15 @@ class RedirectPolicy:
         ``allowed_domains`` entry cannot be parsed.
     """
 
-    __slots__ = ("_allowed", "_host", "_port", "_scheme")
+    __slots__ = ("_allowed", "_origin")
 
     def __init__(self, public_url: str, allowed_domains: Sequence[str] = ()) -> None:
-        parts = urlsplit(public_url.strip())
-        scheme = parts.scheme.lower()
-        if scheme not in _default_ports or not parts.hostname:
+        origin = parse_origin(public_url.strip())
+        if origin is None:
             raise ValueError(f"public_url {public_url!r} is not an http or https origin")
-        self._scheme = scheme
         # An IPv6 host is kept but never matches a target, since targets with IPv6
         # literals are refused; such a gateway honours only same-origin paths.
-        self._host = parts.hostname
-        self._port = _default_ports[scheme] if parts.port is None else parts.port
+        self._origin = origin
         self._allowed = tuple(_parse_allowed_domain(entry) for entry in allowed_domains)
 
     def is_safe(self, rd: str | None) -> bool:
@@ -193,17 +192,13 @@ class RedirectPolicy:
         match = _absolute_url.fullmatch(rd)
         if match is None or _has_unsafe_separators(match["rest"]):
             return False
-        authority = _host_and_port.fullmatch(match["authority"])
-        if authority is None:
+        if _host_and_port.fullmatch(match["authority"]) is None:
             return False
-        scheme = match["scheme"]
-        host = authority["host"].lower()
-        port = _default_ports[scheme] if authority["port"] is None else int(authority["port"])
-        if port > 65535:
+        # In this narrow form there is only one reading of the origin, and it is this one.
+        origin = parse_origin(rd)
+        if origin is None:  # a port above 65535
             return False
-        if (scheme, host, port) == (self._scheme, self._host, self._port):
-            return True
-        return any(allowed.matches(scheme, host, port) for allowed in self._allowed)
+        return origin == self._origin or any(allowed.matches(origin) for allowed in self._allowed)
 
     def safe_target(self, rd: str | None) -> str:
         """``rd`` when it is safe to redirect to, else ``/``.

@@ -22,7 +22,11 @@ and the token's *purpose* (``b"session"`` for sessions), so a token sealed for o
 never opens as another. The plaintext starts with the absolute expiry time (8-byte unsigned
 big-endian unix seconds), checked on every read with the codec's clock: the cookie's
 ``Max-Age`` is only a hint to the browser. A session's payload after it is a compact JSON
-list of the remaining fields.
+list of the remaining fields, headed by the payload's version and the provider that signed
+the user in: ``[2, "wechat", openid, app_id, unionid, nickname, avatar, issued_at,
+refresh_token, validated_at]``. A version-1 payload (the same fields without the two
+leading ones, written by earlier releases) is still read, as a WeChat session; any other
+shape is no session.
 
 Decoding runs on every request, so it is cheap: a length cap before anything else, one
 base64 decode, one key lookup, one AES-GCM open, one small JSON parse. Everything that is
@@ -106,7 +110,9 @@ _HKDF_INFO = b"wechat-gateway session v1"
 _MAX_SEALED_CHARS = 3800
 #: Longer input is not a cookie this codec wrote; refused before any decoding.
 _MAX_TOKEN_CHARS = 4096
-_SESSION_FIELDS = 8
+#: The session payload's version, its first element (version 1 had none).
+_PAYLOAD_VERSION = 2
+_V1_FIELDS = 8
 _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 _JSON_DECODER = json.JSONDecoder()
@@ -124,7 +130,7 @@ class SessionTooLarge(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Session:
-    """A logged-in WeChat user, as carried in the session cookie."""
+    """A signed-in user, as carried in the session cookie."""
 
     openid: str
     #: The app that issued :attr:`openid`; openids differ per app.
@@ -138,8 +144,10 @@ class Session:
     expires_at: int
     #: Kept for revalidation with WeChat. Secret: never in repr or logs.
     refresh_token: str | None = field(default=None, repr=False)
-    #: Unix seconds, the last time WeChat confirmed the authorization.
+    #: Unix seconds, the last time the provider confirmed the authorization.
     validated_at: int | None = None
+    #: The identity provider that signed the user in (``IdentityProvider.name``).
+    provider: str = "wechat"
 
     def is_expired(self, now: float) -> bool:
         """Whether the session is over at unix time ``now``."""
@@ -166,8 +174,9 @@ def _check_secret(secret: str, name: str) -> None:
 
 
 def _is_session_fields(fields: Any) -> bool:
-    """Whether ``fields`` is the JSON list a session is written as, types included."""
-    if type(fields) is not list or len(fields) != _SESSION_FIELDS:
+    """Whether ``fields`` is a session's JSON list after its version and provider (or the
+    whole of a version-1 payload), types included."""
+    if type(fields) is not list or len(fields) != _V1_FIELDS:
         return False
     openid, app_id, unionid, nickname, avatar, issued_at, refresh_token, validated_at = fields
     return (
@@ -220,6 +229,8 @@ class SessionCodec:
         :raises ValueError: ``expires_at`` is not representable (negative or huge).
         """
         fields = [
+            _PAYLOAD_VERSION,
+            session.provider,
             session.openid,
             session.app_id,
             session.unionid,
@@ -229,7 +240,11 @@ class SessionCodec:
             session.refresh_token,
             session.validated_at,
         ]
-        if not _is_session_fields(fields) or type(session.expires_at) is not int:
+        if (
+            not _is_session_fields(fields[2:])
+            or type(session.provider) is not str
+            or type(session.expires_at) is not int
+        ):
             raise TypeError("session fields must have their annotated types")
         payload = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
         return self._seal(
@@ -327,7 +342,14 @@ def _parse_session(expires_at: int, payload: bytes) -> Session | None:
         fields, end = _JSON_DECODER.raw_decode(text)
     except (ValueError, RecursionError):
         return None
-    if end != len(text) or not _is_session_fields(fields):
+    if end != len(text) or type(fields) is not list:
+        return None
+    provider = "wechat"
+    if fields and type(fields[0]) is int:
+        if fields[0] != _PAYLOAD_VERSION or len(fields) < 2 or type(fields[1]) is not str:
+            return None
+        provider, fields = fields[1], fields[2:]
+    if not _is_session_fields(fields):
         return None
     openid, app_id, unionid, nickname, avatar, issued_at, refresh_token, validated_at = fields
     return Session(
@@ -340,11 +362,12 @@ def _parse_session(expires_at: int, payload: bytes) -> Session | None:
         expires_at,
         refresh_token,
         validated_at,
+        provider,
     )
 
 
 class CookieSessionStore:
-    """Sessions kept in the browser's cookie: the gateway's one session store.
+    """A ``SessionStore`` that keeps the whole session in the browser's cookie.
 
     ``load`` reads the session a request carries (``None`` for none or an invalid one);
     ``save`` and ``clear`` give the ``Set-Cookie`` header that writes or removes it.
@@ -388,8 +411,16 @@ class CookieSessionStore:
             return found
         return None
 
-    def save(self, session: Session, now: float) -> tuple[str, str]:
-        return self.cookie.set(self.codec.encode(session), session.seconds_left(now))
+    def save(self, environ: WSGIEnvironment, session: Session) -> tuple[str, str]:
+        return self.cookie.set(self.codec.encode(session), session.seconds_left(self.clock()))
 
-    def clear(self) -> tuple[str, str]:
+    def clear(self, environ: WSGIEnvironment) -> tuple[str, str]:
         return self.cookie.clear()
+
+    def forget(self, predicate: Callable[[Session], bool] | None = None) -> None:
+        if predicate is None:
+            self._opened.clear()
+            return
+        for value, (session, _) in list(self._opened.items()):
+            if predicate(session):
+                self._opened.pop(value, None)

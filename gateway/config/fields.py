@@ -6,10 +6,11 @@ for "not usable"; none echoes the value it was given (it may be a secret).
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import re
 from urllib.parse import urlsplit
+
+from gateway.http.origins import parse_origin
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -70,28 +71,12 @@ def parse_size(value: object) -> int:
 
 
 def origin_url(value: str) -> str | None:
-    """``value`` normalised to ``scheme://host[:port]`` if it is a bare http(s) origin."""
-    try:
-        parts = urlsplit(value.strip())
-        port = parts.port
-    except ValueError:
+    """``value`` normalised to ``scheme://host[:port]`` if it is a bare http(s) origin whose
+    host is a DNS name or an IPv6 address."""
+    origin = parse_origin(value.strip(), bare=True)
+    if origin is None or (":" not in origin.host and not HOSTNAME.fullmatch(origin.host)):
         return None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None
-    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
-        return None
-    host = parts.hostname.lower()
-    if ":" in host:
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            return None
-        host = f"[{host}]"
-    elif not HOSTNAME.fullmatch(host):
-        return None
-    default_port = 443 if parts.scheme == "https" else 80
-    netloc = host if port in (None, default_port) else f"{host}:{port}"
-    return f"{parts.scheme}://{netloc}"
+    return origin.serialize()
 
 
 def http_url(value: str) -> str | None:

@@ -487,4 +487,3 @@ def _validate_upstreams(top: _Section) -> tuple[UpstreamSettings, ...]:
             )
         )
     return tuple(result)
-

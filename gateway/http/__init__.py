@@ -2,6 +2,7 @@
 
 What lives here: the request target as the client sent it (``target``), the path the
 upstream will act on, for policy (``paths``), the strict upstream response reader
-(``response``) and socket helpers (``sockets``). What does not: forwarding decisions
-(``gateway.proxy``); no module here knows about sessions or upstream configuration.
+(``response``), socket helpers (``sockets``) and the one reading of a URL's origin
+(``origins``). What does not: forwarding decisions (``gateway.proxy``); no module here
+knows about sessions or upstream configuration.
 """

@@ -243,14 +243,6 @@ class Response:
         """Whether the connection may carry another request: body done, nothing left over."""
         return self.complete and not self.will_close and not self._buf
 
-    def read_all(self) -> bytes:
-        parts: list[bytes] = []
-        while True:
-            data = self.read1()
-            if not data:
-                return b"".join(parts)
-            parts.append(data)
-
     def _take(self, size: int) -> bytes:
         buf = self._buf
         if buf:

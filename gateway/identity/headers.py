@@ -46,6 +46,12 @@ def is_client_identity_key(environ_key: str) -> bool:
     return environ_key.startswith(CLIENT_IDENTITY_PREFIX)
 
 
+def clean_text(text: str) -> str:
+    """``text`` with control characters removed and lone surrogates made U+FFFD: what may
+    be shown of a provider's free text (a nickname) outside a header."""
+    return _LONE_SURROGATES.sub("\ufffd", _CONTROLS.sub("", text))
+
+
 def encode_nickname(nickname: str) -> str:
     """Control characters removed, then UTF-8 percent-encoded (unreserved kept)."""
     return quote(_utf8(_CONTROLS.sub("", nickname)), safe="-._~")

@@ -1,21 +1,23 @@
-"""Asking WeChat, now and then, whether a session's authorization still stands.
+"""Asking the identity provider, now and then, whether a session's authorization stands.
 
 With ``session.revalidate`` set, a session older than that (since login or the last check)
-is checked on its next request: the refresh token sealed in the cookie buys a fresh access
-token (``/sns/oauth2/refresh_token``), which ``/sns/auth`` confirms for the openid. Then:
+is checked on its next request by the provider that signed it in
+(``IdentityProvider.revalidate``; for WeChat, the refresh token sealed in the cookie buys a
+fresh access token, which ``/sns/auth`` confirms for the openid). Then:
 
-- WeChat confirms: the session is re-issued with ``validated_at`` = now;
-- WeChat says the authorization is gone (40030, 42002, 42007; a refreshed token it rejects):
-  the session ends and the user signs in again;
-- WeChat cannot be asked (timeouts, outages, busy, quota, a reply that makes no sense): the
-  session keeps working until ``session.max_age``. The client logs the cause as a warning,
-  this module what became of the session. That worker then leaves WeChat alone for a while
-  (the interval, at most 30 seconds), so an outage costs one timeout per worker instead of
-  one per request.
+- the provider confirms: the session is re-issued with ``validated_at`` = now;
+- the provider says the authorization is gone (for WeChat 40030, 42002, 42007, or a
+  refreshed token it rejects), or no provider of this gateway signed the session in: the
+  session ends and the user signs in again;
+- the provider cannot be asked (timeouts, outages, busy, quota, a reply that makes no
+  sense): the session keeps working until ``session.max_age``. The client logs the cause
+  as a warning, this module what became of the session. That worker then leaves the
+  provider alone for a while (the interval, at most 30 seconds), so an outage costs one
+  timeout per worker instead of one per request.
 
 A browser often sends several requests at the moment a session comes due. One of them asks
-WeChat; the others of the same worker wait for its answer (single flight), and every
-worker remembers recent answers per session for a few seconds. A burst costs WeChat one
+the provider; the others of the same worker wait for its answer (single flight), and every
+worker remembers recent answers per session for a few seconds. A burst costs the provider one
 check per worker, and none of its requests logs the browser out.
 """
 
@@ -30,43 +32,33 @@ from typing import TYPE_CHECKING, Final
 
 from cachetools import TTLCache
 
-from gateway.providers.wechat.client import (
-    AccessTokenInvalid,
-    AuthorizationGone,
-    OpenIDInvalid,
-    WeChatError,
-)
+from gateway.providers.base import AuthorizationEnded, CannotRevalidate
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterable
 
     from gateway.auth.session import Session
-    from gateway.providers.wechat.client import WeChatClient
+    from gateway.providers.base import IdentityProvider
 
 log = logging.getLogger("gateway.revalidation")
 
-_GONE = (AuthorizationGone, AccessTokenInvalid, OpenIDInvalid)
-#: How long a worker reuses WeChat's answer for one session (a burst of requests).
+#: How long a worker reuses the provider's answer for one session (a burst of requests).
 _REMEMBER: Final = 10.0
-#: The longest a worker leaves WeChat alone after it could not be asked.
+#: The longest a worker leaves the provider alone after it could not be asked.
 _PAUSE: Final = 30.0
-
-
-class AuthorizationEnded(Exception):
-    """WeChat says the user's authorization for this app no longer stands."""
 
 
 class Revalidator:
     def __init__(
         self,
         interval: float,
-        clients: Mapping[str, WeChatClient],
+        providers: Iterable[IdentityProvider],
         *,
         timeout: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.interval = interval
-        self.clients = clients
+        self.providers = {(p.name, p.app_id): p for p in providers}
         self.timeout = timeout
         self.clock = clock
         #: Per session: the confirmed session, or None for "gone".
@@ -80,10 +72,11 @@ class Revalidator:
         return now - (session.validated_at or session.issued_at) >= self.interval
 
     def revalidate(self, session: Session) -> Session:
-        """The session with a fresh ``validated_at``, or the same one if WeChat could not be
-        asked; raises AuthorizationEnded when WeChat says it is gone."""
+        """The session with a fresh ``validated_at``, or the same one if the provider could
+        not be asked; raises AuthorizationEnded when the provider says it is gone."""
         key = hashlib.sha256(
-            f"{session.app_id}\0{session.openid}\0{session.refresh_token}".encode()
+            f"{session.provider}\0{session.app_id}\0{session.openid}\0"
+            f"{session.refresh_token}".encode()
         ).hexdigest()
         while True:
             with self._lock:
@@ -95,7 +88,7 @@ class Revalidator:
                 if waiting is None:
                     flight = self._in_flight[key] = threading.Event()
                     break
-            # Another request with this session is asking WeChat right now: use its answer.
+            # Another request with this session is asking right now: use its answer.
             waiting.wait(self.timeout + 1)
         try:
             return _answer(self._ask(key, session))
@@ -105,38 +98,33 @@ class Revalidator:
             flight.set()
 
     def _ask(self, key: str, session: Session) -> Session | None:
-        """WeChat's answer: the confirmed session, None when the authorization is gone (both
-        remembered), or ``session`` itself when WeChat could not be asked (not remembered)."""
-        client = self.clients.get(session.app_id)
-        if client is None or not session.refresh_token:
-            # Sessions from before revalidation was enabled cannot be checked: sign in again.
+        """The provider's answer: the confirmed session, None when the authorization is gone
+        (both remembered), or ``session`` itself when it could not be asked (not
+        remembered)."""
+        provider = self.providers.get((session.provider, session.app_id))
+        if provider is None:
+            # No provider of this gateway signed it in: it cannot be checked.
             return self._remember(key, None)
-        # On the client's clock: both calls and their retries end within wechat.timeout.
-        deadline = time.monotonic() + self.timeout
         try:
-            token = client.refresh(session.refresh_token, deadline=deadline)
-            client.check_auth(token.access_token, session.openid, deadline=deadline)
-        except _GONE as exc:
+            refresh_token = provider.revalidate(session)
+        except AuthorizationEnded as exc:
             log.info("authorization ended for openid=%s (%s)", session.openid, exc)
             return self._remember(key, None)
-        except WeChatError as exc:
+        except CannotRevalidate as exc:
             pause = min(self.interval, _PAUSE)
             with self._lock:
                 self._paused_until = self.clock() + pause
             # The client has logged the cause as a warning; this says what it meant.
             log.info(
-                "revalidation of openid=%s skipped, session kept until max_age; WeChat is"
-                " left alone for %gs: %s",
+                "revalidation of openid=%s skipped, session kept until max_age; the provider"
+                " is left alone for %gs: %s",
                 session.openid,
                 pause,
                 exc,
             )
             return session
         fresh = dataclasses.replace(
-            session,
-            validated_at=int(self.clock()),
-            # WeChat does not renew refresh tokens today; keep whichever it hands back.
-            refresh_token=token.refresh_token or session.refresh_token,
+            session, validated_at=int(self.clock()), refresh_token=refresh_token
         )
         return self._remember(key, fresh)
 

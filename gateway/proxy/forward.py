@@ -90,7 +90,7 @@ class Forwarder:
         head = build_request_head(
             environ,
             method,
-            upstream.origin.base_path + route.forwarded_target(target),
+            upstream.base_path + route.forwarded_target(target),
             context,
             identity,
             body.framing,

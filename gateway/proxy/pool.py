@@ -10,11 +10,11 @@ from __future__ import annotations
 import socket
 import ssl
 from collections import deque
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
+from gateway.http.origins import Origin, parse_origin
 from gateway.http.sockets import describe_failure, looks_open
 
 if TYPE_CHECKING:
@@ -23,46 +23,23 @@ if TYPE_CHECKING:
 _MAX_IDLE = 64
 
 
-@dataclass(frozen=True, slots=True)
-class Origin:
-    scheme: str
-    host: str
-    port: int
-    base_path: str
-
-    @property
-    def authority(self) -> str:
-        default = 443 if self.scheme == "https" else 80
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return host if self.port == default else f"{host}:{self.port}"
-
-
 class Upstream:
     """Where one configured upstream is, its timeouts, and its idle connections: the
     transport. Which requests go there and who may send them is its ``Route``'s."""
 
-    def __init__(self, settings: UpstreamSettings, *, ssl_context: ssl.SSLContext | None = None):
-        parts = urlsplit(settings.url)
-        scheme = parts.scheme
-        port = parts.port or (443 if scheme == "https" else 80)
-        self.origin = Origin(scheme, parts.hostname or "", port, parts.path.rstrip("/"))
+    def __init__(self, settings: UpstreamSettings) -> None:
+        origin = parse_origin(settings.url)
+        if origin is None:
+            raise ValueError("an upstream's url must be an http or https URL with a host")
+        self.origin = origin
+        #: The path of the upstream's URL, put in front of every target forwarded to it.
+        self.base_path = urlsplit(settings.url).path.rstrip("/")
         self.timeout = settings.timeout
         self.read_timeout = settings.read_timeout
         self._idle: deque[socket.socket] = deque()
-        self._ssl_context = ssl_context
-        if scheme == "https" and ssl_context is None:
-            self._ssl_context = ssl.create_default_context()
+        self._ssl_context = ssl.create_default_context() if origin.scheme == "https" else None
         # Location headers pointing at these are the upstream's own origin.
-        self.own_origins = self._origin_spellings()
-
-    def _origin_spellings(self) -> tuple[str, ...]:
-        origin = self.origin
-        host = f"[{origin.host}]" if ":" in origin.host else origin.host
-        spellings = {
-            f"{origin.scheme}://{origin.authority}",
-            f"{origin.scheme}://{host}:{origin.port}",
-        }
-        return tuple(sorted(spellings, key=len, reverse=True))
+        self.own_origins = _spellings(origin)
 
     def connect(self, *, new: bool = False) -> tuple[socket.socket, bool]:
         """An idle pooled connection that still looks open (unless ``new``), else a new one.
@@ -109,3 +86,11 @@ class Upstream:
     def close(self) -> None:
         while self._idle:
             self._idle.pop().close()
+
+
+def _spellings(origin: Origin) -> tuple[str, ...]:
+    """The ways a URL can write ``origin``, longest first: with the default port too."""
+    canonical = origin.serialize()
+    if origin.has_default_port:
+        return (f"{canonical}:{origin.port}", canonical)
+    return (canonical,)

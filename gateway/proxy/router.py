@@ -14,7 +14,6 @@ from gateway.auth.access import AllowList
 from gateway.proxy.pool import Upstream
 
 if TYPE_CHECKING:
-    import ssl
     from collections.abc import Iterable
 
     from gateway.config import UpstreamSettings
@@ -23,15 +22,13 @@ if TYPE_CHECKING:
 class Route:
     """One ``upstreams[]`` entry: where it applies, its own rules, and its upstream."""
 
-    def __init__(
-        self, settings: UpstreamSettings, *, ssl_context: ssl.SSLContext | None = None
-    ) -> None:
+    def __init__(self, settings: UpstreamSettings) -> None:
         self.prefix = settings.prefix
         self.host = settings.host
         self.strip_prefix = settings.strip_prefix
         self.public = settings.public
         self.allow = AllowList(settings.allow) if settings.allow is not None else None
-        self.upstream = Upstream(settings, ssl_context=ssl_context)
+        self.upstream = Upstream(settings)
 
     def forwarded_target(self, target: str) -> str:
         """The request target for the upstream: ``strip_prefix`` removes the prefix."""

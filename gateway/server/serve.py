@@ -184,10 +184,10 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        from gateway.app import Gateway  # noqa: PLC0415 - built after fork, in the worker
+        from gateway.builder import build_gateway  # noqa: PLC0415 - built after fork, in the worker
 
         configure_logging(self.settings.server.log_level)
-        return Gateway(self.settings, metrics=self.metrics, ledger=self.ledger)
+        return build_gateway(self.settings, metrics=self.metrics, ledger=self.ledger)
 
 
 def _close_gateway(server: Any, worker: Any) -> None:

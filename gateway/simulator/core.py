@@ -144,7 +144,6 @@ class _Token:
 class Ticket:
     """A pending authorization: a QR code on a desktop, or an in-WeChat consent page."""
 
-    ticket_id: str
     app_id: str
     redirect_uri: str
     state: str
@@ -321,9 +320,7 @@ class SimState:
             now = self.now()
             self._sweep(now)
             ticket_id = secrets.token_urlsafe(16)
-            self._tickets[ticket_id] = Ticket(
-                ticket_id, app_id, redirect_uri, state, scope, now + TICKET_TTL
-            )
+            self._tickets[ticket_id] = Ticket(app_id, redirect_uri, state, scope, now + TICKET_TTL)
             return ticket_id
 
     def mark_scanned(self, ticket_id: str) -> str:

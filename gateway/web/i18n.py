@@ -124,27 +124,27 @@ ERRORS_ZH: Final[Mapping[str, ErrorText]] = {
     ),
     "LoginCancelled": ErrorText("已取消登录", "您没有在微信中确认登录。准备好后请重试。"),
     "NotAllowed": ErrorText("无权访问", "您已通过微信登录，但这个微信账号无权使用此应用。"),
-    "WeChatFailed": ErrorText("微信登录失败", "微信未能完成登录，请稍后重试。"),
-    "WeChatBusy": ErrorText(
+    "ProviderFailed": ErrorText("微信登录失败", "微信未能完成登录，请稍后重试。"),
+    "ProviderBusy": ErrorText(
         "微信繁忙",
         "微信当前繁忙，请一分钟后重试。",
         hint_retry="微信当前繁忙，请约 {seconds} 秒后重试。",
     ),
-    "WeChatTimedOut": ErrorText("微信没有响应", "微信响应超时，请稍后重试。"),
+    "ProviderTimedOut": ErrorText("微信没有响应", "微信响应超时，请稍后重试。"),
     "SnapshotUser": ErrorText(
         "请打开完整页面登录",
         "微信只提供了您身份的预览。请在微信中点击页面底部的“使用完整服务”，然后确认登录。",
     ),
     "SignInRequired": ErrorText("需要登录", "请先使用微信登录。"),
-    "WeChatMisconfigured": ErrorText(
+    "ProviderMisconfigured": ErrorText(
         "登录配置有误", "微信拒绝了此应用的登录配置。您无法自行解决，请告知管理员。"
     ),
-    "WeChatUnreachable": ErrorText("无法连接微信", "登录网关暂时无法连接微信，请稍后重试。"),
+    "ProviderUnreachable": ErrorText("无法连接微信", "登录网关暂时无法连接微信，请稍后重试。"),
 }
 
 #: English for an error that says when to retry (the class's own hint is for "later").
 _HINT_RETRY_EN: Final[Mapping[str, str]] = {
-    "WeChatBusy": "WeChat is busy right now. Try again in about {seconds} seconds.",
+    "ProviderBusy": "WeChat is busy right now. Try again in about {seconds} seconds.",
 }
 
 #: Action labels the gateway uses, in Chinese; any other label is shown as given.

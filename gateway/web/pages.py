@@ -33,9 +33,10 @@ from http import HTTPStatus
 from importlib import resources
 from string import Template
 from typing import TYPE_CHECKING, Final
-from urllib.parse import quote, unquote_plus, urlsplit
+from urllib.parse import quote, unquote_plus
 
 from gateway.errors import GatewayError, MethodNotAllowed
+from gateway.http.origins import parse_origin
 from gateway.web.i18n import HTML_LANG, UI, Lang, action_label, error_text, negotiate_lang
 
 if TYPE_CHECKING:
@@ -49,12 +50,10 @@ __all__ = [
     "DEFAULT_BRANDING",
     "Branding",
     "error_response",
-    "html_response",
     "is_api_call",
     "json_response",
     "login_page_response",
     "negotiate_lang",
-    "render_page",
     "respond",
     "signed_out_response",
 ]
@@ -64,6 +63,7 @@ _PAGE_HEADERS: Final = (("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-ref
 #: Query parameters that are spent once used: a page whose URL has them offers no
 #: language switch, since following it would replay the request (a WeChat callback).
 _SINGLE_USE: Final = frozenset({"code", "state"})
+#: Hosts a CSP source can carry as they are: nothing that could end the source or the policy.
 _HOST = re.compile(r"[a-z0-9.-]+|[0-9a-f:.]+")
 _QR_BOX_ID: Final = "wx_qr"
 
@@ -97,14 +97,8 @@ DEFAULT_BRANDING: Final = Branding()
 # --- who gets JSON ---------------------------------------------------------------------
 
 
-#: Set in environ when the gateway already knows a request is an API call (``api_paths``).
-API_CALL_KEY = "gateway.api_call"
-
-
 def is_api_call(environ: WSGIEnvironment) -> bool:
     """The contract's test: JSON asked for and not HTML, an XHR, or not GET/HEAD."""
-    if environ.get(API_CALL_KEY):
-        return True
     if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
         return True
     if environ.get("HTTP_X_REQUESTED_WITH", "").lower() == "xmlhttprequest":
@@ -163,18 +157,8 @@ def _templates() -> _Templates:
 
 def _origin(url: str) -> str | None:
     """``scheme://host[:port]`` of an http(s) URL, or None when it has no safe origin."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return None
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    if scheme not in ("http", "https") or not _HOST.fullmatch(host):
-        return None
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
+    origin = parse_origin(url)
+    return origin.serialize() if origin is not None and _HOST.fullmatch(origin.host) else None
 
 
 def _logo(branding: Branding) -> tuple[str, str] | None:
@@ -288,31 +272,6 @@ def _message(
     )
 
 
-def render_page(
-    *,
-    status: str,
-    heading: str,
-    message: str,
-    detail: str = "",
-    actions: Iterable[tuple[str, str]] = (),
-    lang: str = "en",
-    branding: Branding = DEFAULT_BRANDING,
-) -> bytes:
-    """A message page (no language switch: it has no request to switch); ``actions`` are
-    (label, href) links shown as buttons, as given. Send it with ``html_response`` and the
-    same ``branding``."""
-    return _message(
-        lang="zh" if lang == "zh" else "en",
-        branding=branding,
-        status=status,
-        heading=heading,
-        message=message,
-        detail=detail,
-        actions=actions,
-        switch_href=None,
-    )
-
-
 # --- sending ----------------------------------------------------------------------------
 
 
@@ -372,19 +331,6 @@ def _send_page(
     )
 
 
-def html_response(
-    environ: WSGIEnvironment,
-    start_response: StartResponse,
-    status: str,
-    body: bytes,
-    extra_headers: Iterable[tuple[str, str]] = (),
-    *,
-    branding: Branding = DEFAULT_BRANDING,
-) -> list[bytes]:
-    """A page from ``render_page``, with the strict policy every page gets."""
-    return _send_page(environ, start_response, status, body, _csp(branding), extra_headers)
-
-
 # --- the pages --------------------------------------------------------------------------
 
 
@@ -393,15 +339,18 @@ def error_response(
     start_response: StartResponse,
     error: GatewayError,
     *,
+    api: bool | None = None,
     branding: Branding = DEFAULT_BRANDING,
 ) -> list[bytes]:
-    """The single place a GatewayError becomes a response: HTML for people, JSON for APIs."""
+    """The single place a GatewayError becomes a response: HTML for people, JSON for APIs
+    (``api``: the request context's judgement, see ``gateway.context``; by default the
+    request's own headers decide)."""
     status = f"{error.status} {HTTPStatus(error.status).phrase}"
     headers = list(error.extra_headers)
     if isinstance(error, MethodNotAllowed):
         headers.append(("Allow", ", ".join(error.allowed)))
-    if is_api_call(environ):
-        payload: dict[str, object] = {"error": error.title, "message": error.hint}
+    if api if api is not None else is_api_call(environ):
+        payload: dict[str, object] = {"error": error.code or error.title, "message": error.hint}
         if error.detail:
             payload["detail"] = error.detail
         for _label, href in error.actions:

@@ -31,10 +31,10 @@ Every failure is one of these exceptions; the tree is the map from failure to be
         ├── ScopeUnauthorized         48001 50001               configuration error
         └── UnknownAPIError           any other errcode
 
-``is_transient`` and ``is_config_error`` on every exception tell "try again later" apart
-from "an operator must fix the configuration". Messages, reprs and log lines never carry
-the app secret, a code or a token: requests' own exceptions embed the full URL (with
-``secret=`` and ``code=``), so they are never stringified and never chained.
+``is_config_error`` on every exception tells "an operator must fix the configuration" apart
+from the rest. Messages, reprs and log lines never carry the app secret, a code or a token:
+requests' own exceptions embed the full URL (with ``secret=`` and ``code=``), so they are
+never stringified and never chained.
 """
 
 from __future__ import annotations
@@ -119,25 +119,18 @@ _ERRMSG_SUFFIX_RE: Final = re.compile(r",?\s*(?:rid|hints?):.*\Z", re.DOTALL)
 
 
 class WeChatError(Exception):
-    """Base class: a WeChat call failed. ``str()`` is safe to log and show to operators."""
+    """Base class: a WeChat call failed. ``str()`` is safe to log and show to operators:
+    which call failed (``access_token``, ``refresh_token``, ``auth`` or ``userinfo``), what
+    happened, and what an operator can do about it."""
 
-    is_transient: bool = False
     is_config_error: bool = False
 
     def __init__(self, endpoint: str, meaning: str, hint: str, *, summary: str = "") -> None:
         super().__init__(f"WeChat {endpoint} call failed: {summary or meaning}; {hint}")
-        #: Which call failed: ``access_token``, ``refresh_token``, ``auth`` or ``userinfo``.
-        self.endpoint = endpoint
-        #: What happened, for humans.
-        self.meaning = meaning
-        #: What an operator can do about it.
-        self.hint = hint
 
 
 class WeChatTransportError(WeChatError):
     """No usable reply arrived: the network or WeChat's front end failed."""
-
-    is_transient = True
 
 
 class WeChatTimeout(WeChatTransportError):
@@ -151,14 +144,10 @@ class WeChatUnavailable(WeChatTransportError):
 class WeChatProtocolError(WeChatError):
     """A reply arrived but it is not WeChat's JSON: wrong status, garbage, missing fields."""
 
-    def __init__(self, endpoint: str, meaning: str, *, status: int | None = None) -> None:
+    def __init__(self, endpoint: str, meaning: str) -> None:
         super().__init__(
             endpoint, meaning, "WeChat or a proxy in between answered something unexpected"
         )
-        #: The HTTP status of the reply, when the status was what was wrong.
-        self.status = status
-        # A 5xx from WeChat's front end usually passes; garbage with a 200 usually does not.
-        self.is_transient = status is not None and status >= 500
 
 
 class WeChatAPIError(WeChatError):
@@ -179,14 +168,10 @@ class WeChatAPIError(WeChatError):
 class SystemBusy(WeChatAPIError):
     """-1: WeChat is busy; retried with backoff within the budget."""
 
-    is_transient = True
-
 
 class QuotaExceeded(WeChatAPIError):
     """45011: the per-minute API quota is spent. Not retried: nothing changes before the
     next minute, and every retry spends more of the quota."""
-
-    is_transient = True
 
 
 class CodeInvalid(WeChatAPIError):
@@ -310,17 +295,16 @@ class TokenResult:
 
 @dataclass(frozen=True, slots=True)
 class Profile:
-    """A user's profile from ``/sns/userinfo``; text is as WeChat sent it, controls included."""
+    """A user's profile from ``/sns/userinfo``; text is as WeChat sent it, controls included.
+
+    Only the fields the gateway reads are kept (and checked): a malformed ``sex``, ``city``
+    or ``privilege`` in the reply must not fail a sign-in that never looks at them.
+    """
 
     openid: str
     nickname: str
     avatar: str
     unionid: str | None
-    sex: int
-    province: str
-    city: str
-    country: str
-    privilege: tuple[str, ...]
 
 
 # --- the client ------------------------------------------------------------------------
@@ -560,7 +544,7 @@ class WeChatClient:
             # holds the URL with secret= and code=) is not attached as __context__.
             raise failure
         if status != 200:
-            raise WeChatProtocolError(endpoint, f"HTTP status {status}", status=status)
+            raise WeChatProtocolError(endpoint, f"HTTP status {status}")
         if len(raw) > _MAX_BODY:
             raise WeChatProtocolError(endpoint, f"a reply larger than {_MAX_BODY} bytes")
         return _decode(endpoint, raw)
@@ -679,20 +663,11 @@ def _token_result(endpoint: str, body: Mapping[str, Any]) -> TokenResult:
 
 
 def _profile(body: Mapping[str, Any]) -> Profile:
-    privilege = body.get("privilege", [])
-    if not isinstance(privilege, list) or not all(isinstance(p, str) for p in privilege):
-        raise WeChatProtocolError("userinfo", "privilege is not a list of strings")
-    sex = body.get("sex", 0)
     return Profile(
         openid=_optional_str("userinfo", body, "openid"),
         nickname=_optional_str("userinfo", body, "nickname"),
         avatar=_optional_str("userinfo", body, "headimgurl"),
         unionid=_optional_str("userinfo", body, "unionid") or None,
-        sex=sex if isinstance(sex, int) and not isinstance(sex, bool) else 0,
-        province=_optional_str("userinfo", body, "province"),
-        city=_optional_str("userinfo", body, "city"),
-        country=_optional_str("userinfo", body, "country"),
-        privilege=tuple(privilege),
     )
 
 

@@ -1,0 +1,153 @@
+"""The one place the gateway's parts are built from settings and wired together.
+
+Everything that varies by configuration is decided here: which identity providers exist
+(the WeChat website app always, the Official Account when configured, in-app flows first),
+the session store, the access policy and routes, the login flow and the forwarder. The
+pipeline (``gateway.app.Gateway``) only receives them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from gateway.app import Gateway
+from gateway.auth.access import AccessPolicy
+from gateway.auth.cookies import CookieSpec
+from gateway.auth.decision import AccessDecision
+from gateway.auth.redirects import RedirectPolicy
+from gateway.auth.session import CookieSessionStore, SessionCodec
+from gateway.endpoints import Endpoints
+from gateway.login.flow import LoginFlow
+from gateway.login.ledger import CallbackLedger
+from gateway.login.revalidation import Revalidator
+from gateway.login.state import LoginStateCookie
+from gateway.providers.wechat.client import WeChatClient
+from gateway.providers.wechat.provider import WeChatProvider
+from gateway.proxy.forward import Forwarder
+from gateway.proxy.request import ForwardContext
+from gateway.proxy.router import Route, Router
+from gateway.server.metrics import Metrics
+from gateway.web.pages import Branding
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from gateway.config import Settings
+    from gateway.providers.base import IdentityProvider
+
+
+def build_gateway(
+    settings: Settings,
+    *,
+    metrics: Metrics | None = None,
+    ledger: CallbackLedger | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Gateway:
+    """A gateway for one worker process, from validated settings."""
+    metrics = metrics if metrics is not None else Metrics()
+    providers = wechat_providers(settings)
+    session = settings.session
+    codec = SessionCodec(session.secret, session.previous_secrets, clock=clock)
+    sessions = CookieSessionStore(
+        codec,
+        CookieSpec(session.cookie_name, secure=session.secure, domain=session.cookie_domain),
+        clock=clock,
+        app_ids=frozenset(provider.app_id for provider in providers),
+    )
+    # The name keeps the session cookie's prefix; under ``__Host-`` the spec widens the
+    # path to ``/`` (the proxy strips this cookie from what the upstream sees).
+    login_state = LoginStateCookie(
+        codec,
+        CookieSpec(f"{session.cookie_name}_login", path="/_gateway/", secure=session.secure),
+        [provider.key for provider in providers],
+        clock=clock,
+    )
+    revalidator = (
+        Revalidator(session.revalidate, providers, timeout=settings.wechat.timeout, clock=clock)
+        if session.revalidate is not None
+        else None
+    )
+    router = Router(Route(upstream) for upstream in settings.upstreams)
+    access = AccessDecision(
+        AccessPolicy(settings.access), router, sessions, revalidator, clock=clock
+    )
+    branding = Branding.from_settings(settings)
+    login = LoginFlow(
+        public_url=settings.public_url,
+        providers=providers,
+        sessions=sessions,
+        login_state=login_state,
+        redirects=RedirectPolicy(settings.public_url, settings.redirect_domains),
+        may_enter=access.may_enter,
+        ledger=ledger if ledger is not None else CallbackLedger(),
+        max_age=session.max_age,
+        keep_refresh_token=session.revalidate is not None,
+        state_ttl=settings.login.state_ttl,
+        exchange_timeout=settings.wechat.timeout,
+        page_mode=settings.login.mode == "page",
+        branding=branding,
+        upstream_hosts=frozenset(u.host for u in settings.upstreams if u.host),
+        clock=clock,
+    )
+    forward = Forwarder(
+        ForwardContext(
+            public_url=settings.public_url,
+            public_scheme=settings.public_url.partition("://")[0],
+            max_body_size=settings.server.max_body_size,
+            gateway_cookies=frozenset({sessions.cookie.name, login_state.name}),
+            client_body_timeout=settings.server.client_body_timeout,
+        )
+    )
+    return Gateway(
+        trusted_proxies=access.policy.trusted_proxies,
+        access=access,
+        login=login,
+        forward=forward,
+        endpoints=Endpoints(access, login, metrics),
+        metrics=metrics,
+        branding=branding,
+        public_url=settings.public_url,
+    )
+
+
+def wechat_providers(settings: Settings) -> list[IdentityProvider]:
+    """WeChat's flows, in order of preference: the Official Account inside WeChat's own
+    browser (when configured), then the website app's QR login for every browser."""
+    wechat = settings.wechat
+
+    def client(app_id: str, app_secret: str, config_key: str = "wechat") -> WeChatClient:
+        return WeChatClient(
+            app_id,
+            app_secret,
+            api_base=wechat.api_base,
+            open_base=wechat.open_base,
+            timeout=wechat.timeout,
+            lang=wechat.lang,
+            config_key=config_key,
+        )
+
+    providers: list[IdentityProvider] = []
+    oa = wechat.official_account
+    if oa is not None:
+        providers.append(
+            WeChatProvider(
+                client(oa.app_id, oa.app_secret, "wechat.official_account"),
+                key="oa",
+                timeout=wechat.timeout,
+                fetch_profile=wechat.fetch_profile,
+                lang=wechat.lang,
+                scope=oa.scope,
+            )
+        )
+    providers.append(
+        WeChatProvider(
+            client(wechat.app_id, wechat.app_secret),
+            key="qr",
+            timeout=wechat.timeout,
+            fetch_profile=wechat.fetch_profile,
+            lang=wechat.lang,
+            wxlogin_js=settings.login.wxlogin_js,
+        )
+    )
+    return providers

@@ -1,0 +1,157 @@
+"""The gateway's own endpoints under ``/_gateway/``: sign-in, forward-auth, user info,
+health, readiness and metrics. None of them is ever proxied.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gateway.auth.decision import Verdict
+from gateway.errors import (
+    LoginCancelled,
+    LoginError,
+    LoginStateInvalid,
+    MethodNotAllowed,
+    NotAllowed,
+    NotFound,
+)
+from gateway.identity.headers import clean_text, identity_headers
+from gateway.login.flow import CALLBACK_PATH, LOGIN_PATH, LOGOUT_PATH
+from gateway.web.pages import json_response, respond
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from _typeshed.wsgi import StartResponse
+
+    from gateway.auth.decision import AccessDecision
+    from gateway.context import RequestContext
+    from gateway.login.flow import LoginFlow
+    from gateway.server.metrics import Metrics
+
+    Handler = Callable[[RequestContext, StartResponse], Iterable[bytes]]
+
+USERINFO_PATH = "/_gateway/userinfo"
+AUTH_PATH = "/_gateway/auth"
+HEALTHZ_PATH = "/_gateway/healthz"
+READYZ_PATH = "/_gateway/readyz"
+METRICS_PATH = "/_gateway/metrics"
+
+
+class Endpoints:
+    """Dispatches a ``/_gateway/`` request to its endpoint, by path and method."""
+
+    def __init__(self, access: AccessDecision, login: LoginFlow, metrics: Metrics) -> None:
+        self.access = access
+        self.login = login
+        self.metrics = metrics
+        self.routes: dict[str, tuple[tuple[str, ...], Handler]] = {
+            LOGIN_PATH: (("GET", "HEAD"), login.start),
+            CALLBACK_PATH: (("GET",), self.callback),
+            LOGOUT_PATH: (("GET", "POST"), login.logout),
+            USERINFO_PATH: (("GET", "HEAD"), self.userinfo),
+            AUTH_PATH: (("GET", "HEAD"), self.forward_auth),
+            HEALTHZ_PATH: (("GET", "HEAD"), self.healthz),
+            READYZ_PATH: (("GET", "HEAD"), self.readyz),
+            METRICS_PATH: (("GET", "HEAD"), self.metrics_text),
+        }
+
+    def __call__(self, ctx: RequestContext, start_response: StartResponse) -> Iterable[bytes]:
+        self.metrics.inc("requests_total", "gateway_endpoint")
+        route = self.routes.get(ctx.path)
+        if route is None:
+            raise NotFound("no such gateway endpoint")
+        methods, handler = route
+        if ctx.method not in methods:
+            raise MethodNotAllowed(methods)
+        return handler(ctx, start_response)
+
+    def callback(self, ctx: RequestContext, start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            response = self.login.callback(ctx, start_response)
+        except LoginCancelled:
+            self.metrics.inc("logins_total", "cancelled")
+            raise
+        except LoginStateInvalid:
+            self.metrics.inc("logins_total", "invalid_state")
+            raise
+        except NotAllowed:
+            self.metrics.inc("logins_total", "denied")
+            raise
+        except LoginError:
+            self.metrics.inc("logins_total", "wechat_error")
+            raise
+        self.metrics.inc("logins_total", "success")
+        return response
+
+    def forward_auth(self, ctx: RequestContext, start_response: StartResponse) -> Iterable[bytes]:
+        """``/_gateway/auth`` for nginx ``auth_request`` and Traefik ``forwardAuth``.
+
+        2xx with the identity as response headers, 401 without a session, 403 when not
+        allowed. The original URI, method and host are taken from the front proxy's headers
+        only when it is a configured trusted proxy; ``Upgrade`` headers change nothing.
+        """
+        uri = ctx.original_uri() or "/"
+        method = ctx.original_method()
+        host = ctx.forwarded_host()
+        path = uri.split("?", 1)[0]
+        route = self.access.route(path, host)
+        # What the original request was decides page or JSON, not this check's own GET.
+        if method not in ("GET", "HEAD"):
+            ctx.api = True
+        decision = self.access.decide(ctx, route, method, path)
+        extra = (decision.set_cookie,) if decision.set_cookie is not None else ()
+        if decision.verdict is Verdict.CHALLENGE:
+            self.metrics.inc("requests_total", "unauthorized")
+            # nginx only reads the status; Traefik shows this page, with its sign-in link.
+            raise self.login.sign_in_required(self.login.return_to(uri, host), extra)
+        if decision.verdict is Verdict.FORBIDDEN:
+            self.metrics.inc("requests_total", "forbidden")
+            raise self.login.forbidden(decision)
+        headers = identity_headers(decision.session) if decision.session is not None else ()
+        return respond(
+            start_response,
+            "200 OK",
+            b"",
+            "text/plain; charset=utf-8",
+            [*headers, *extra],
+            head_only=True,
+        )
+
+    def userinfo(self, ctx: RequestContext, start_response: StartResponse) -> Iterable[bytes]:
+        """``GET /_gateway/userinfo``: the session's identity as JSON, or the 401."""
+        session, set_cookie = self.access.session(ctx.environ)
+        extra = (set_cookie,) if set_cookie is not None else ()
+        if session is None:
+            ctx.api = True
+            raise self.login.sign_in_required(extra_headers=extra)
+        payload = {
+            "openid": session.openid,
+            "unionid": session.unionid,
+            "app_id": session.app_id,
+            "nickname": clean_text(session.nickname),
+            "avatar": session.avatar,
+        }
+        return json_response(ctx.environ, start_response, "200 OK", payload, extra)
+
+    def healthz(self, ctx: RequestContext, start_response: StartResponse) -> Iterable[bytes]:
+        return respond(
+            start_response,
+            "200 OK",
+            b"ok\n",
+            "text/plain; charset=utf-8",
+            head_only=ctx.method == "HEAD",
+        )
+
+    def metrics_text(self, ctx: RequestContext, start_response: StartResponse) -> Iterable[bytes]:
+        return respond(
+            start_response,
+            "200 OK",
+            self.metrics.render(),
+            "text/plain; version=0.0.4; charset=utf-8",
+            head_only=ctx.method == "HEAD",
+        )
+
+    def readyz(self, ctx: RequestContext, start_response: StartResponse) -> Iterable[bytes]:
+        # Sessions live in the cookie itself, so there is no store that could be down.
+        return json_response(ctx.environ, start_response, "200 OK", {"status": "ready"})
