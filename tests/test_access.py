@@ -258,3 +258,60 @@ def test_malformed_public_rules(entry: str) -> None:
 def test_policy_refuses_a_malformed_rule() -> None:
     with pytest.raises(ValueError):
         _policy([], ["/ok/", "not a rule"])
+
+
+# --- CORS preflights ------------------------------------------------------------------------
+
+PREFLIGHT = {
+    "REQUEST_METHOD": "OPTIONS",
+    "HTTP_ORIGIN": "https://spa.example.test",
+    "HTTP_ACCESS_CONTROL_REQUEST_METHOD": "PUT",
+}
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [{}, {"CONTENT_LENGTH": ""}, {"CONTENT_LENGTH": "0"}, {"CONTENT_LENGTH": "000"}],
+    ids=["no-length", "empty-length", "zero", "zeros"],
+)
+def test_a_preflight_has_no_body(framing: dict[str, str]) -> None:
+    assert _policy([], []).is_preflight({**PREFLIGHT, **framing})
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        {"CONTENT_LENGTH": "1"},
+        {"CONTENT_LENGTH": "10"},
+        {"CONTENT_LENGTH": "-0"},
+        {"CONTENT_LENGTH": "0x0"},
+        {"CONTENT_LENGTH": "abc"},
+        {"HTTP_TRANSFER_ENCODING": "chunked"},
+        {"HTTP_TRANSFER_ENCODING": "chunked", "CONTENT_LENGTH": "0"},
+        {"HTTP_TRANSFER_ENCODING": "gzip, chunked"},
+        {"HTTP_TRANSFER_ENCODING": ""},
+    ],
+    ids=lambda framing: ",".join(f"{k}={v}" for k, v in framing.items()),
+)
+def test_an_options_request_with_a_body_is_not_a_preflight(framing: dict[str, str]) -> None:
+    """A body would reach the app without login; browsers never send one with a preflight.
+    Any Transfer-Encoding counts, even for a chunked body that turns out empty."""
+    assert not _policy([], []).is_preflight({**PREFLIGHT, **framing})
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {**PREFLIGHT, "REQUEST_METHOD": "POST"},
+        {k: v for k, v in PREFLIGHT.items() if k != "HTTP_ORIGIN"},
+        {k: v for k, v in PREFLIGHT.items() if k != "HTTP_ACCESS_CONTROL_REQUEST_METHOD"},
+    ],
+    ids=["post", "no-origin", "no-request-method"],
+)
+def test_what_else_is_not_a_preflight(environ: dict[str, str]) -> None:
+    assert not _policy([], []).is_preflight(environ)
+
+
+def test_preflights_need_a_session_when_allow_preflight_is_off() -> None:
+    policy = AccessPolicy(AccessSettings(allow_preflight=False))
+    assert not policy.is_preflight(dict(PREFLIGHT))

@@ -8,7 +8,8 @@ the app's view too):
   to show that every worker follows it, fails closed without it, and recovers; the 403
   page; ``access.api_paths``; ``access.allow_preflight: false``.
 - ``gw_public``: ``access.public`` rules, attacked with every spelling of ``/admin`` that
-  might pass for ``/static/...``, and with every spelling of a client identity header.
+  might pass for ``/static/...``, and with every spelling of a client identity header; CORS
+  preflights, and ``OPTIONS`` requests dressed as preflights that carry a body.
 - ``gw_multi``: several upstreams with their own rules (``allow``, ``public``,
   ``strip_prefix``, ``host``), the session shared across subdomains by
   ``session.cookie_domain``, and ``redirect_domains``. Its ``public_url`` is
@@ -613,6 +614,66 @@ def test_preflight_goes_to_the_app_without_login(gw_public: PublicDeployment) ->
         method="OPTIONS",
     ).echo()
     assert seen.value("X-WeChat-OpenID") == gw_public.wechat.openid("alice")
+
+
+def send_bytes(port: int, data: bytes) -> Reply:
+    """``data`` written as it is on a fresh connection (it must ask for ``Connection:
+    close``); the reply with its body as it came."""
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *fields = head.decode("latin-1").split("\r\n")
+    parsed = (line.partition(":") for line in fields)
+    headers = [(name.strip(), value.strip()) for name, _, value in parsed]
+    return Reply(int(status_line.split(" ")[1]), headers, body)
+
+
+def options(port: int, framing: str, body: bytes) -> bytes:
+    """A preflight-shaped ``OPTIONS`` with ``framing`` (header lines) and ``body`` as given."""
+    lines = [
+        "OPTIONS /private/items HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Connection: close",
+        *(f"{name}: {value}" for name, value in PREFLIGHT),
+        "Content-Type: application/x-www-form-urlencoded",
+        *framing.splitlines(),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+@pytest.mark.parametrize(
+    ("framing", "body"),
+    [
+        ("Content-Length: 21", b"transfer=all&to=mallo"),
+        ("Content-Length: 1", b"x"),
+        ("Transfer-Encoding: chunked", b"15\r\ntransfer=all&to=mallo\r\n0\r\n\r\n"),
+        ("Transfer-Encoding: chunked", b"0\r\n\r\n"),
+    ],
+    ids=["length", "one-byte", "chunked", "chunked-empty"],
+)
+def test_an_options_with_a_body_is_no_preflight(
+    gw_public: PublicDeployment, framing: str, body: bytes
+) -> None:
+    """A preflight has no body: one that carries a body (or chunked framing, even empty) is
+    an ordinary OPTIONS, which without a session gets the API call's 401 and reaches no one."""
+    before = len(gw_public.upstream.seen)
+    reply = send_bytes(gw_public.port, options(gw_public.port, framing, body))
+    assert reply.status == 401, (reply.status, reply.text[:300])
+    assert urlsplit(reply.json()["login_url"]).path == "/_gateway/login"
+    assert arrived(gw_public.upstream, before) == []
+
+
+@pytest.mark.parametrize("framing", ["", "Content-Length: 0"], ids=["no-length", "length-0"])
+def test_a_preflight_without_a_body_still_passes(gw_public: PublicDeployment, framing: str) -> None:
+    before = len(gw_public.upstream.seen)
+    seen = send_bytes(gw_public.port, options(gw_public.port, framing, b"")).echo()
+    assert seen.method == "OPTIONS"
+    assert seen.target == "/private/items"
+    assert seen.body == b""
+    assert len(arrived(gw_public.upstream, before)) == 1
 
 
 @pytest.mark.parametrize(

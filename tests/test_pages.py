@@ -20,6 +20,8 @@ from urllib.parse import quote, unquote
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway import errors
 from gateway.config import parse_settings
@@ -39,6 +41,8 @@ from gateway.web.pages import (
     Branding,
     error_response,
     is_api_call,
+    json_body,
+    json_response,
     login_page_response,
     negotiate_lang,
     signed_out_response,
@@ -229,6 +233,61 @@ def test_json_carries_the_detail_verbatim() -> None:
 def test_json_is_utf8() -> None:
     response = Captured(environ("POST"), BadRequest("无法识别的请求"))
     assert json.loads(response.body.decode("utf-8"))["detail"] == "无法识别的请求"
+
+
+# JSON lets WeChat send half an emoji ("\ud83d"): a lone surrogate, which has no UTF-8 form.
+# A nickname or openid with one must not make any answer of the gateway fail.
+HALF_EMOJI = "half \ud83d emoji \udc00"
+MENDED = "half \ufffd emoji \ufffd"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def test_json_body_replaces_lone_surrogates_with_the_replacement_character() -> None:
+    body = json_body({"nickname": HALF_EMOJI, "more": ["\ud800", {"\udfffkey": "🚀"}]})
+    assert json.loads(body.decode("utf-8")) == {
+        "nickname": MENDED,
+        "more": ["\ufffd", {"\ufffdkey": "🚀"}],
+    }
+
+
+# Joined by hand: st.text() leaves surrogates out of almost every string.
+_BROKEN_TEXT = st.lists(st.one_of(st.characters(), st.integers(0xD800, 0xDFFF).map(chr))).map(
+    "".join
+)
+
+
+@given(_BROKEN_TEXT)
+def test_json_body_never_fails_on_any_text(text: str) -> None:
+    mended = _SURROGATE.sub("\ufffd", text)
+    body = json_body({"key": text, text: [text]})
+    assert json.loads(body.decode("utf-8")) == {"key": mended, mended: [mended]}
+
+
+def test_json_response_with_a_lone_surrogate() -> None:
+    response = Page(json_response, environ(), status="200 OK", payload={"nickname": HALF_EMOJI})
+    assert response.status == "200 OK"
+    assert response.header("Content-Length") == str(len(response.body))
+    assert json.loads(response.text) == {"nickname": MENDED}
+
+
+@pytest.mark.parametrize("lang", ["zh", "en", "json"])
+def test_an_error_naming_a_broken_identity_is_still_answered(lang: str) -> None:
+    """The 403 names the openid; whatever WeChat put in it, the page (or JSON) is sent."""
+    env = {"zh": zh(), "en": en(), "json": environ(ACCEPT="application/json")}[lang]
+    response = Captured(env, errors.NotAllowed(f"openid: {HALF_EMOJI}"))
+    assert response.status == "403 Forbidden"
+    if lang == "json":
+        assert json.loads(response.text)["detail"] == f"openid: {MENDED}"
+    else:
+        assert f'<p class="detail">openid: {MENDED}</p>' in response.text
+
+
+def test_rendered_pages_replace_lone_surrogates() -> None:
+    branded = Branding(title=HALF_EMOJI, footer=HALF_EMOJI)
+    page = Page(error_response, en(), error=errors.NotFound(HALF_EMOJI), branding=branded)
+    assert page.text.count(MENDED) >= 3
+    signed_out = Page(signed_out_response, en(), login_url="/_gateway/login", branding=branded)
+    assert MENDED in signed_out.text
 
 
 def test_actions_become_links() -> None:

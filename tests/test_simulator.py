@@ -205,6 +205,12 @@ def test_any_text_survives_the_wire_for_a_lenient_parser(text: str) -> None:
     assert b"\\u" not in raw.replace(b"\\\\", b"")
 
 
+def test_half_an_emoji_goes_out_escaped_as_wechat_sends_it() -> None:
+    raw = wire.encode({"nickname": "half \ud83d emoji", "city": "\udc00"})
+    assert raw == b'{"nickname":"half \\ud83d emoji","city":"\\udc00"}'
+    assert json.loads(raw) == {"nickname": "half \ud83d emoji", "city": "\udc00"}
+
+
 # --- identities ---------------------------------------------------------------------------
 
 

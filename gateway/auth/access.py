@@ -13,6 +13,9 @@ elsewhere (``/static/../admin``), so a path is public only if a rule matches bot
 most aggressive reading and its plain one (see ``gateway.paths``); a path whose readings
 disagree, or that cannot be read at all, is refused with 400. Prefixes match whole
 segments: ``/health`` covers ``/health`` and ``/health/x``, not ``/healthz-admin``.
+
+A CORS preflight (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``) passes
+without login unless ``access.allow_preflight`` is off; one with a body is no preflight.
 """
 
 from __future__ import annotations
@@ -197,10 +200,24 @@ class AccessPolicy:
         return any(_under(path, prefix) for prefix in self.api_paths)
 
     def is_preflight(self, environ: WSGIEnvironment) -> bool:
-        """A CORS preflight, passed to the upstream without login unless configured off."""
+        """A CORS preflight, passed to the upstream without login unless configured off.
+
+        Browsers send preflights without a body, so an ``OPTIONS`` that has one is not a
+        preflight, however it is dressed: it would carry data to the app without login.
+        """
         return (
             self.allow_preflight
             and environ.get("REQUEST_METHOD") == "OPTIONS"
             and "HTTP_ORIGIN" in environ
             and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ
+            and not _has_body(environ)
         )
+
+
+def _has_body(environ: WSGIEnvironment) -> bool:
+    """Whether the request may carry a body: any ``Transfer-Encoding`` (even an empty chunked
+    body: the framing is the claim), or a ``Content-Length`` that is not plainly zero."""
+    if "HTTP_TRANSFER_ENCODING" in environ:
+        return True
+    length: str = environ.get("CONTENT_LENGTH", "")
+    return length.strip("0") != ""

@@ -54,12 +54,12 @@ def clean_text(text: str) -> str:
 
 def encode_nickname(nickname: str) -> str:
     """Control characters removed, then UTF-8 percent-encoded (unreserved kept)."""
-    return quote(_utf8(_CONTROLS.sub("", nickname)), safe="-._~")
+    return quote(utf8(_CONTROLS.sub("", nickname)), safe="-._~")
 
 
 def encode_avatar(url: str) -> str:
     """The avatar URL as a header-safe value: controls dropped, anything non-ASCII encoded."""
-    return quote(_utf8(_CONTROLS.sub("", url)), safe=_URL_SAFE)
+    return quote(utf8(_CONTROLS.sub("", url)), safe=_URL_SAFE)
 
 
 @lru_cache(maxsize=4096)
@@ -81,8 +81,10 @@ def _token(value: str) -> str:
     # openids, unionids and app ids are ASCII tokens; anything else is encoded, never raw.
     if value.isascii() and value.isprintable():
         return value
-    return quote(_utf8(value), safe="-._~")
+    return quote(utf8(value), safe="-._~")
 
 
-def _utf8(text: str) -> bytes:
+def utf8(text: str) -> bytes:
+    """``text`` as UTF-8, any lone surrogate (half an emoji from WeChat) as U+FFFD: text that
+    came from WeChat can always be encoded, for a header or a response body."""
     return _LONE_SURROGATES.sub("\ufffd", text).encode("utf-8")

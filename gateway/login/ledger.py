@@ -11,9 +11,12 @@ they expire, so a state comes back with a second code only to be refused: the br
 own record of a used state (in its login cookie) is not enough against a replayed old cookie.
 
 The requests may land on different workers, so the ledger is a private directory
-(mode 0700) that the gunicorn master creates before forking: a claim is an exclusive file
-creation, an outcome an atomic rename. Files are named by a hash of the code, hold only a
-hash of the state and the sealed (encrypted) cookie, and are swept after ``ttl`` seconds.
+(mode 0700) that the gunicorn master creates before forking: a claim (or a used state) is
+an exclusive creation, an outcome an atomic rename. Files are named by a hash of the code,
+hold only a hash of the state and the sealed (encrypted) cookie, and are swept after ``ttl``
+seconds; a used state's file is dated with the state's expiry and swept after that. Every
+worker sweeps, so a file must never be seen under its name before it is complete: it is made
+and dated under a temporary name, then linked into place, which fails if the name is taken.
 Replicas behind a load balancer do not share it; the duplicate then gets the ordinary
 "code already used" page, and a used state is refused by the replica that saw it used.
 """
@@ -25,6 +28,7 @@ import hashlib
 import hmac
 import json
 import os
+import secrets
 import tempfile
 import time
 from dataclasses import dataclass
@@ -66,16 +70,23 @@ class CallbackLedger:
         return self._create(self._state_digest(state) + ".state", dated=until)
 
     def _create(self, name: str, *, dated: float | None = None) -> bool:
-        """Create the file ``name`` if no worker has yet (an exclusive creation)."""
+        """Create the file ``name`` if no worker has yet (an exclusive creation), with its
+        date from the start: a sweep must never see a used state undated, as if expired."""
         self._sweep()
-        path = self.directory / name
+        temporary = self.directory / f"{name}.{secrets.token_hex(8)}.tmp"
+        fd = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            if dated is not None:
+                os.utime(fd, (dated, dated))
+        finally:
+            os.close(fd)
+        try:
+            os.link(temporary, self.directory / name)
         except FileExistsError:
             return False
-        os.close(fd)
-        if dated is not None:
-            os.utime(path, (dated, dated))
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
         return True
 
     def record(self, code: str, state: str, outcome: Outcome) -> None:
@@ -117,7 +128,15 @@ class CallbackLedger:
         with contextlib.suppress(FileNotFoundError):
             for entry in os.scandir(self.directory):
                 with contextlib.suppress(FileNotFoundError):
-                    # A used state's file is dated with the state's expiry.
-                    limit = now if entry.name.endswith(".state") else cutoff
-                    if entry.stat().st_mtime < limit:
+                    stat = entry.stat()
+                    if entry.name.endswith(".state"):
+                        # A used state's file is dated with the state's expiry.
+                        expired = stat.st_mtime < now
+                    elif entry.name.endswith(".tmp"):
+                        # Being made, and perhaps dated already (any date): only its last
+                        # change, which dating sets too, tells a worker that died making it.
+                        expired = stat.st_ctime < cutoff
+                    else:
+                        expired = stat.st_mtime < cutoff
+                    if expired:
                         os.unlink(entry.path)

@@ -8,6 +8,7 @@ controls, so this module writes the JSON itself.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from typing import Final
@@ -69,6 +70,11 @@ def _json(value: object) -> str:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _string(text: str) -> str:
-    # Only what JSON cannot do without, plus WeChat's "\/"; everything else stays raw.
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("/", "\\/") + '"'
+    # Only what JSON cannot do without, plus WeChat's "\/"; everything else stays raw, but
+    # for half an emoji (a lone surrogate), which has no UTF-8 form: WeChat sends "\ud83d".
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("/", "\\/")
+    return '"' + _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", escaped) + '"'

@@ -5,7 +5,9 @@ Every page the gateway shows (the sign-in page, errors, the signed-out page) is
 branded from a ``Branding`` and written in Chinese or English: ``?lang=`` wins, then
 ``Accept-Language``, then ``Branding.default_lang`` (``gateway.i18n``). Everything
 interpolated is escaped here, and the inline script's data is JSON with ``<``, ``>`` and
-``&`` escaped, so no configured or requested value can become markup.
+``&`` escaped, so no configured or requested value can become markup. Pages and JSON are
+encoded by ``gateway.identity.headers.utf8``, so text from WeChat with half an emoji in it (a lone
+surrogate) shows as U+FFFD instead of failing the response.
 
 Every page carries a strict Content-Security-Policy. Nothing loads but the page's inline
 stylesheet (allowed by its hash), images from the gateway itself and from the logo's
@@ -37,6 +39,7 @@ from urllib.parse import quote, unquote_plus
 
 from gateway.errors import GatewayError, MethodNotAllowed
 from gateway.http.origins import parse_origin
+from gateway.identity.headers import utf8
 from gateway.web.i18n import HTML_LANG, UI, Lang, action_label, error_text, negotiate_lang
 
 if TYPE_CHECKING:
@@ -51,6 +54,7 @@ __all__ = [
     "Branding",
     "error_response",
     "is_api_call",
+    "json_body",
     "json_response",
     "login_page_response",
     "negotiate_lang",
@@ -237,7 +241,7 @@ def _render(
         footer=f"<footer>{''.join(footer)}</footer>" if footer else "",
         scripts=scripts,
     )
-    return page.encode("utf-8")
+    return utf8(page)
 
 
 def _message(
@@ -295,6 +299,12 @@ def respond(
     return [] if head_only else [body]
 
 
+def json_body(payload: object) -> bytes:
+    """The UTF-8 JSON of every JSON answer. WeChat's JSON may hold half an emoji (``\\ud83d``,
+    a lone surrogate, which has no UTF-8 form); it becomes U+FFFD rather than a 500."""
+    return utf8(json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
+
+
 def json_response(
     environ: WSGIEnvironment,
     start_response: StartResponse,
@@ -302,11 +312,10 @@ def json_response(
     payload: object,
     extra_headers: Iterable[tuple[str, str]] = (),
 ) -> list[bytes]:
-    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     return respond(
         start_response,
         status,
-        body,
+        json_body(payload),
         "application/json; charset=utf-8",
         extra_headers,
         head_only=environ.get("REQUEST_METHOD") == "HEAD",
