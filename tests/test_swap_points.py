@@ -63,30 +63,32 @@ def _environ(cookie: str = "", method: str = "GET", **headers: str) -> dict[str,
 
 def test_a_session_records_its_provider_and_payload_version() -> None:
     codec = _codec()
-    token = codec.encode(_session(provider="wechat"))
+    token = codec.encode(_session(provider="wechat", sid="s1d"))
     payload = codec.unseal(token, purpose=SESSION_PURPOSE)
     assert payload is not None
-    assert json.loads(payload)[:3] == [2, "wechat", "oOpenID"]
+    assert json.loads(payload)[:4] == [2, "wechat", "s1d", "oOpenID"]
     decoded = codec.decode(token)
     assert decoded is not None
-    assert decoded.provider == "wechat"
+    assert (decoded.provider, decoded.sid) == ("wechat", "s1d")
 
 
 def test_a_version_1_cookie_is_still_read_as_a_wechat_session() -> None:
     codec = _codec()
     token = codec.seal(json.dumps(V1_FIELDS).encode(), purpose=SESSION_PURPOSE, ttl=3600)
     session = codec.decode(token)
-    assert session == _session(expires_at=NOW + 3600, provider="wechat")
+    assert session == _session(expires_at=NOW + 3600, provider="wechat", sid="")
 
 
 @pytest.mark.parametrize(
     "fields",
     [
-        [3, "wechat", *V1_FIELDS],  # a version this release does not know
-        [2, 7, *V1_FIELDS],  # a provider that is not a name
+        [3, "wechat", "sid", *V1_FIELDS],  # a version this release does not know
+        [2, 7, "sid", *V1_FIELDS],  # a provider that is not a name
+        [2, "wechat", None, *V1_FIELDS],  # an id that is not a string
+        [2, "wechat", *V1_FIELDS],  # no id
         [2],
-        [2, "wechat", *V1_FIELDS[:-1]],
-        [True, "wechat", *V1_FIELDS],
+        [2, "wechat", "sid", *V1_FIELDS[:-1]],
+        [True, "wechat", "sid", *V1_FIELDS],
         {"version": 2},
     ],
 )

@@ -22,11 +22,11 @@ and the token's *purpose* (``b"session"`` for sessions), so a token sealed for o
 never opens as another. The plaintext starts with the absolute expiry time (8-byte unsigned
 big-endian unix seconds), checked on every read with the codec's clock: the cookie's
 ``Max-Age`` is only a hint to the browser. A session's payload after it is a compact JSON
-list of the remaining fields, headed by the payload's version and the provider that signed
-the user in: ``[2, "wechat", openid, app_id, unionid, nickname, avatar, issued_at,
-refresh_token, validated_at]``. A version-1 payload (the same fields without the two
-leading ones, written by earlier releases) is still read, as a WeChat session; any other
-shape is no session.
+list of the remaining fields, headed by the payload's version, the provider that signed
+the user in and the session's id: ``[2, "wechat", sid, openid, app_id, unionid, nickname,
+avatar, issued_at, refresh_token, validated_at]``. A version-1 payload (the fields from
+openid on, written by earlier releases) is still read, as a WeChat session without an id;
+any other shape is no session.
 
 Decoding runs on every request, so it is cheap: a length cap before anything else, one
 base64 decode, one key lookup, one AES-GCM open, one small JSON parse. Everything that is
@@ -148,6 +148,8 @@ class Session:
     validated_at: int | None = None
     #: The identity provider that signed the user in (``IdentityProvider.name``).
     provider: str = "wechat"
+    #: This sign-in's id: what a store indexes and revokes ("" for a version-1 cookie).
+    sid: str = ""
 
     def is_expired(self, now: float) -> bool:
         """Whether the session is over at unix time ``now``."""
@@ -174,8 +176,8 @@ def _check_secret(secret: str, name: str) -> None:
 
 
 def _is_session_fields(fields: Any) -> bool:
-    """Whether ``fields`` is a session's JSON list after its version and provider (or the
-    whole of a version-1 payload), types included."""
+    """Whether ``fields`` is a session's JSON list after its version, provider and id (or
+    the whole of a version-1 payload), types included."""
     if type(fields) is not list or len(fields) != _V1_FIELDS:
         return False
     openid, app_id, unionid, nickname, avatar, issued_at, refresh_token, validated_at = fields
@@ -231,6 +233,7 @@ class SessionCodec:
         fields = [
             _PAYLOAD_VERSION,
             session.provider,
+            session.sid,
             session.openid,
             session.app_id,
             session.unionid,
@@ -241,8 +244,9 @@ class SessionCodec:
             session.validated_at,
         ]
         if (
-            not _is_session_fields(fields[2:])
+            not _is_session_fields(fields[3:])
             or type(session.provider) is not str
+            or type(session.sid) is not str
             or type(session.expires_at) is not int
         ):
             raise TypeError("session fields must have their annotated types")
@@ -344,11 +348,16 @@ def _parse_session(expires_at: int, payload: bytes) -> Session | None:
         return None
     if end != len(text) or type(fields) is not list:
         return None
-    provider = "wechat"
+    provider, sid = "wechat", ""
     if fields and type(fields[0]) is int:
-        if fields[0] != _PAYLOAD_VERSION or len(fields) < 2 or type(fields[1]) is not str:
+        if (
+            fields[0] != _PAYLOAD_VERSION
+            or len(fields) < 3
+            or type(fields[1]) is not str
+            or type(fields[2]) is not str
+        ):
             return None
-        provider, fields = fields[1], fields[2:]
+        provider, sid, fields = fields[1], fields[2], fields[3:]
     if not _is_session_fields(fields):
         return None
     openid, app_id, unionid, nickname, avatar, issued_at, refresh_token, validated_at = fields
@@ -363,6 +372,7 @@ def _parse_session(expires_at: int, payload: bytes) -> Session | None:
         refresh_token,
         validated_at,
         provider,
+        sid,
     )
 
 

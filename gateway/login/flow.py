@@ -41,6 +41,7 @@ from __future__ import annotations
 import hmac
 import logging
 import math
+import secrets
 import time
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, quote
@@ -293,6 +294,7 @@ class LoginFlow:
             refresh_token=identity.refresh_token if self.keep_refresh_token else None,
             validated_at=now if self.keep_refresh_token else None,
             provider=identity.provider,
+            sid=secrets.token_urlsafe(12),
         )
         if not self.may_enter(session, target):
             log.info("refused openid=%s: not on the allow list", session.openid)
