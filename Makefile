@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 APT    := $(shell command -v apt-get 2>/dev/null)
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint unit bench system-deps clean
+.PHONY: demo test lint unit e2e browser bench system-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,10 +43,20 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check gateway tests bench
 	$(BIN)/mypy
 
+# The test lanes, as laid out under tests/: unit (in-process, seconds), e2e (real processes
+# and sockets: gunicorn, upstreams, nginx) and browser (a headless Chromium).
 unit: $(VENV)/.installed-test
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q tests/unit
 
+e2e: system-deps $(VENV)/.installed-test
+	$(BIN)/pytest -q tests/e2e
+
+browser: system-deps $(VENV)/.installed-test
+	$(BIN)/pytest -q tests/browser
+
+# Lint and every lane: the fast one first, then the rest of tests/ in one run.
 test: system-deps $(VENV)/.installed-test lint unit
+	$(BIN)/pytest -q --ignore=tests/unit
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/run.py

@@ -1,0 +1,125 @@
+"""``gateway.server.worker`` piece by piece: the response's sends, the Date clock, the
+settled config, and which worker ``serve`` runs. The worker on the wire, under a real
+gunicorn, is ``tests/e2e/test_worker.py``."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from gunicorn.config import Config
+from gunicorn.http import wsgi
+
+from gateway.config import validate
+from gateway.server.serve import GatewayServer
+from gateway.server.worker import GatewayResponse, _Clock, _SettledConfig
+from tests.helpers.support import base_config
+
+if TYPE_CHECKING:
+    pass
+
+# -- the pieces -------------------------------------------------------------------------
+
+
+class RecordingSocket:
+    def __init__(self) -> None:
+        self.sends: list[bytes] = []
+
+    def send(self, data: bytes) -> int:
+        self.sends.append(bytes(data))
+        return len(data)
+
+    def sendall(self, data: bytes) -> None:
+        self.sends.append(bytes(data))
+
+
+class FakeRequest:
+    def __init__(self, method: str = "GET", version: tuple[int, int] = (1, 1)) -> None:
+        self.method = method
+        self.version = version
+
+    def should_close(self) -> bool:
+        return False
+
+
+def response(method: str = "GET") -> tuple[GatewayResponse, RecordingSocket]:
+    sock = RecordingSocket()
+    return GatewayResponse(FakeRequest(method), sock, Config()), sock
+
+
+def test_the_head_and_a_one_piece_body_leave_in_one_send() -> None:
+    resp, sock = response()
+    resp.start_response("200 OK", [("Content-Length", "5"), ("X-A", "1")])
+    resp.write(b"hello")
+    resp.close()
+    assert len(sock.sends) == 1
+    head, _, body = sock.sends[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\nServer: gunicorn\r\nDate: ")
+    assert head.endswith(b"\r\nConnection: keep-alive\r\nContent-Length: 5\r\nX-A: 1")
+    assert body == b"hello"
+    assert resp.headers_sent and resp.sent == 5
+
+
+def test_later_pieces_are_sent_as_they_come() -> None:
+    resp, sock = response()
+    resp.start_response("200 OK", [("Content-Length", "4")])
+    resp.write(b"ab")
+    resp.write(b"cdef")
+    assert [piece.partition(b"\r\n\r\n")[2] for piece in sock.sends[:1]] == [b"ab"]
+    assert sock.sends[1:] == [b"cd"]
+    assert resp.sent == 4
+
+
+def test_chunked_and_bodiless_answers_keep_gunicorns_framing() -> None:
+    resp, sock = response()
+    resp.start_response("200 OK", [])
+    resp.write(b"abc")
+    resp.close()
+    assert sock.sends[0].endswith(b"Transfer-Encoding: chunked\r\n\r\n")
+    assert sock.sends[1:] == [b"3\r\nabc\r\n", b"0\r\n\r\n"]
+    resp, sock = response("HEAD")
+    resp.start_response("200 OK", [("Content-Length", "3")])
+    resp.write(b"abc")
+    assert len(sock.sends) == 1 and sock.sends[0].endswith(b"Content-Length: 3\r\n\r\n")
+
+
+def test_the_clock_formats_once_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _Clock()
+    monkeypatch.setattr(time, "time", lambda: 1_800_000_000.25)
+    first = clock.now()
+    assert first == "Fri, 15 Jan 2027 08:00:00 GMT"
+    monkeypatch.setattr(time, "time", lambda: 1_800_000_000.9)
+    assert clock.now() is first
+    monkeypatch.setattr(time, "time", lambda: 1_800_000_001.0)
+    assert clock.now() == "Fri, 15 Jan 2027 08:00:01 GMT"
+
+
+def test_settled_config_answers_like_gunicorns() -> None:
+    cfg = Config()
+    cfg.set("keepalive", 7)
+    cfg.set("limit_request_line", 1234)
+    settled: Any = _SettledConfig(cfg)
+    for name in ("keepalive", "limit_request_line", "is_ssl", "secure_scheme_headers"):
+        assert getattr(settled, name) == getattr(cfg, name)
+    assert settled.forwarded_allow_networks() == cfg.forwarded_allow_networks()
+    assert "keepalive" in vars(settled)  # kept after the first look-up
+    with pytest.raises(AttributeError):
+        _ = settled.no_such_setting
+
+
+def test_gunicorn_lets_the_worker_choose_the_response_class() -> None:
+    # setup.py's lower bound: wsgi.create takes response_class from gunicorn 26.2 on.
+    assert "response_class" in inspect.signature(wsgi.create).parameters
+
+
+def test_serve_runs_this_worker_for_gevent_and_gunicorns_for_gthread() -> None:
+    def options(worker_class: str) -> dict[str, Any]:
+        config = base_config(1, "http://127.0.0.1:2", server={"worker_class": worker_class})
+        server = GatewayServer.__new__(GatewayServer)  # options only: no ledger, no metrics
+        server.settings = validate(config, {})
+        return server.gunicorn_options()
+
+    assert options("gevent")["worker_class"] == "gateway.server.worker.GatewayWorker"
+    assert options("gthread")["worker_class"] == "gthread"
