@@ -3,6 +3,7 @@
 #   docker build -t wechat-gateway .
 #   docker run --rm -p 8000:8000 \
 #     -v "$PWD/gateway.yaml:/etc/wechat-gateway/gateway.yaml:ro" \
+#     -v wechat-gateway-state:/var/lib/wechat-gateway \
 #     -e WECHAT_APP_SECRET -e GATEWAY_SESSION_SECRET \
 #     wechat-gateway
 #
@@ -22,7 +23,8 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    WECHAT_GATEWAY_CONFIG=/etc/wechat-gateway/gateway.yaml
+    WECHAT_GATEWAY_CONFIG=/etc/wechat-gateway/gateway.yaml \
+    XDG_STATE_HOME=/var/lib
 
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl \
@@ -30,7 +32,13 @@ RUN pip install --no-cache-dir /wheels/*.whl \
  && groupadd --system --gid 10001 wechat-gateway \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin wechat-gateway \
- && mkdir -p /etc/wechat-gateway
+ && mkdir -p /etc/wechat-gateway /var/lib/wechat-gateway \
+ && chown 10001:10001 /var/lib/wechat-gateway
+
+# The embedded state store (revocations, the session index, used login states):
+# /var/lib/wechat-gateway/state.db unless state.url says otherwise. Keep it on a volume so
+# that revocations survive a new container.
+VOLUME /var/lib/wechat-gateway
 
 USER 10001:10001
 EXPOSE 8000

@@ -23,11 +23,13 @@ from gateway.errors import (
     NotFound,
     PayloadTooLarge,
     RequestBodyError,
+    StateUnavailable,
     UpstreamError,
     UpstreamTimeout,
 )
 from gateway.http.target import request_target
 from gateway.identity.headers import identity_headers
+from gateway.state.base import StoreUnavailable
 from gateway.web.pages import error_response
 
 if TYPE_CHECKING:
@@ -104,6 +106,11 @@ class Gateway:
             return self.forward(
                 environ, start_response, route, target, identity_headers(decision.session)
             )
+        except StoreUnavailable as exc:
+            log.warning("%s %s: state store unavailable: %s", ctx.method, _path(environ), exc)
+            return error_response(
+                environ, start_response, StateUnavailable(), api=ctx.api, branding=self.branding
+            )
         except GatewayError as error:
             self._count_failure(error)
             # Sign-in failures were logged already, with errcode and hint, by the client.
@@ -137,6 +144,7 @@ class Gateway:
     def close(self) -> None:
         self.access.router.close()
         self.login.close()
+        self.endpoints.state.close()
 
 
 def _replacing(start_response: StartResponse) -> StartResponse:

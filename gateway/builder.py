@@ -16,6 +16,7 @@ from gateway.auth.access import AccessPolicy
 from gateway.auth.cookies import CookieSpec
 from gateway.auth.decision import AccessDecision
 from gateway.auth.redirects import RedirectPolicy
+from gateway.auth.revocable import RevocableSessionStore
 from gateway.auth.session import CookieSessionStore, SessionCodec
 from gateway.endpoints import Endpoints
 from gateway.login.flow import LoginFlow
@@ -28,6 +29,8 @@ from gateway.proxy.forward import Forwarder
 from gateway.proxy.request import ForwardContext
 from gateway.proxy.router import Route, Router
 from gateway.server.metrics import Metrics
+from gateway.state import open_store
+from gateway.state.watch import RevocationWatcher
 from gateway.web.pages import Branding
 
 if TYPE_CHECKING:
@@ -41,19 +44,25 @@ def build_gateway(
     settings: Settings,
     *,
     metrics: Metrics | None = None,
-    ledger: CallbackLedger | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Gateway:
-    """A gateway for one worker process, from validated settings."""
+    """A gateway for one worker process (built after the fork), from validated settings."""
     metrics = metrics if metrics is not None else Metrics()
     providers = wechat_providers(settings)
     session = settings.session
     codec = SessionCodec(session.secret, session.previous_secrets, clock=clock)
-    sessions = CookieSessionStore(
-        codec,
-        CookieSpec(session.cookie_name, secure=session.secure, domain=session.cookie_domain),
+    state = open_store(settings.state, session_max_age=session.max_age, clock=clock)
+    watcher = RevocationWatcher(state, max_staleness=settings.state.max_staleness)
+    sessions = RevocableSessionStore(
+        CookieSessionStore(
+            codec,
+            CookieSpec(session.cookie_name, secure=session.secure, domain=session.cookie_domain),
+            clock=clock,
+            app_ids=frozenset(provider.app_id for provider in providers),
+        ),
+        state,
+        watcher,
         clock=clock,
-        app_ids=frozenset(provider.app_id for provider in providers),
     )
     # The name keeps the session cookie's prefix; under ``__Host-`` the spec widens the
     # path to ``/`` (the proxy strips this cookie from what the upstream sees).
@@ -80,7 +89,7 @@ def build_gateway(
         login_state=login_state,
         redirects=RedirectPolicy(settings.public_url, settings.redirect_domains),
         may_enter=access.may_enter,
-        ledger=ledger if ledger is not None else CallbackLedger(),
+        ledger=CallbackLedger(state, clock=clock),
         max_age=session.max_age,
         keep_refresh_token=session.revalidate is not None,
         state_ttl=settings.login.state_ttl,
@@ -104,7 +113,7 @@ def build_gateway(
         access=access,
         login=login,
         forward=forward,
-        endpoints=Endpoints(access, login, metrics),
+        endpoints=Endpoints(access, login, metrics, state),
         metrics=metrics,
         branding=branding,
         public_url=settings.public_url,

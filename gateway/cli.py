@@ -40,6 +40,8 @@ examples:
   wechat-gateway gen-secret                 a value for session.secret
   wechat-gateway check-config -c gw.yaml    validate, print every problem, exit 2 if any
   wechat-gateway serve -c gw.yaml           run in production (gunicorn, in-process)
+  wechat-gateway sessions list --user OPENID
+  wechat-gateway sessions revoke --user OPENID   sign a user out everywhere
   wechat-gateway demo                       try it locally, no WeChat account needed
 """
 
@@ -89,6 +91,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--port", type=_port, default=8000, help="the gateway's port (default: 8000)")
 
+    sessions = commands.add_parser(
+        "sessions",
+        help="list or revoke active sessions (in the state store)",
+        description="List the active sessions recorded in the state store, or end some: "
+        "a revoked session is no session on every worker of every replica within a second.",
+    )
+    actions = sessions.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    listing = actions.add_parser("list", help="list active sessions")
+    _add_config_option(listing)
+    listing.add_argument("--user", metavar="ID", help="only this user's (openid or unionid)")
+    listing.add_argument("--json", action="store_true", help="one JSON array")
+    revoke = actions.add_parser("revoke", help="end sessions; prints how many it ended")
+    _add_config_option(revoke)
+    which = revoke.add_mutually_exclusive_group(required=True)
+    which.add_argument("--user", metavar="ID", help="every session of a user (openid or unionid)")
+    which.add_argument("--sid", metavar="SID", help="one session, by its id")
+    which.add_argument("--all", action="store_true", help="every session")
     commands.add_parser(
         "gen-secret",
         help="print a fresh random value for session.secret",
@@ -170,6 +190,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         serve(settings)
         return 0
+    if args.command == "sessions":
+        settings = _load(args.config)
+        if settings is None:
+            return EXIT_CONFIG
+        from gateway.sessions import list_sessions, revoke_sessions  # noqa: PLC0415
+
+        if args.action == "list":
+            return list_sessions(settings, user=args.user, as_json=args.json)
+        return revoke_sessions(settings, user=args.user, sid=args.sid, everyone=args.all)
     if args.command == "demo":
         from gateway.demo import run_demo  # noqa: PLC0415 - the simulator only when demoing
 

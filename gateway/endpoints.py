@@ -17,6 +17,7 @@ from gateway.errors import (
 )
 from gateway.identity.headers import clean_text, identity_headers
 from gateway.login.flow import CALLBACK_PATH, LOGIN_PATH, LOGOUT_PATH
+from gateway.state.base import StoreUnavailable
 from gateway.web.pages import json_response, respond
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from gateway.context import RequestContext
     from gateway.login.flow import LoginFlow
     from gateway.server.metrics import Metrics
+    from gateway.state.base import StateStore
 
     Handler = Callable[[RequestContext, StartResponse], Iterable[bytes]]
 
@@ -41,10 +43,13 @@ METRICS_PATH = "/_gateway/metrics"
 class Endpoints:
     """Dispatches a ``/_gateway/`` request to its endpoint, by path and method."""
 
-    def __init__(self, access: AccessDecision, login: LoginFlow, metrics: Metrics) -> None:
+    def __init__(
+        self, access: AccessDecision, login: LoginFlow, metrics: Metrics, state: StateStore
+    ) -> None:
         self.access = access
         self.login = login
         self.metrics = metrics
+        self.state = state
         self.routes: dict[str, tuple[tuple[str, ...], Handler]] = {
             LOGIN_PATH: (("GET", "HEAD"), login.start),
             CALLBACK_PATH: (("GET",), self.callback),
@@ -153,5 +158,14 @@ class Endpoints:
         )
 
     def readyz(self, ctx: RequestContext, start_response: StartResponse) -> Iterable[bytes]:
-        # Sessions live in the cookie itself, so there is no store that could be down.
+        """200 when the state store answers now, else 503 naming the cause."""
+        try:
+            self.state.ping()
+        except StoreUnavailable as exc:
+            return json_response(
+                ctx.environ,
+                start_response,
+                "503 Service Unavailable",
+                {"status": "unavailable", "cause": f"state store unreachable: {exc}"},
+            )
         return json_response(ctx.environ, start_response, "200 OK", {"status": "ready"})

@@ -12,6 +12,8 @@ The tree, and what the browser gets::
     ├── NotFound                    404  an unknown path under /_gateway/
     ├── MethodNotAllowed            405  a reserved path called with the wrong method
     ├── PayloadTooLarge             413  a body over server.max_body_size
+    ├── StateUnavailable            503  the shared state store cannot be reached (sign-in,
+    │                                    sign-out, or sessions once max_staleness is over)
     ├── UpstreamError                    the app behind the gateway failed
     │   ├── UpstreamUnavailable     502  refused, reset, closed, or an invalid answer
     │   └── UpstreamTimeout         504  no response headers within upstreams[].timeout
@@ -110,6 +112,23 @@ class PayloadTooLarge(GatewayError):
     def __init__(self, limit: int) -> None:
         super().__init__(f"the request body is larger than {limit} bytes")
         self.limit = limit
+
+
+class StateUnavailable(GatewayError):
+    status = 503
+    title = "Service unavailable"
+    hint = "The sign-in gateway cannot reach its session store right now. Try again in a moment."
+
+    def __init__(
+        self,
+        detail: str = "",
+        *,
+        actions: tuple[tuple[str, str], ...] = (),
+        extra_headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        super().__init__(
+            detail, actions=actions, extra_headers=(("Retry-After", "5"), *extra_headers)
+        )
 
 
 class UpstreamError(GatewayError):

@@ -19,6 +19,7 @@ from gateway.context import RESERVED_PREFIX
 from gateway.errors import BadRequest
 from gateway.http.paths import policy_path
 from gateway.providers.base import AuthorizationEnded
+from gateway.state.base import StoreUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -98,15 +99,17 @@ class AccessDecision:
         self, ctx: RequestContext, route: Route | None, method: str, raw_path: str
     ) -> Decision:
         """Who is asking and whether they may."""
-        session, set_cookie = self.session(ctx.environ)
+        try:
+            session, set_cookie = self.session(ctx.environ)
+        except StoreUnavailable:
+            # Revocations too old to trust: a session is refused, a public path is not.
+            if self._is_public(ctx, route, method, raw_path):
+                return Decision(Verdict.ANONYMOUS)
+            raise
         allow = route.allow if route is not None else None
         if session is not None and self.policy.allows(session, allow):
             return Decision(Verdict.IDENTITY, session, set_cookie)
-        if (
-            (route is not None and route.public)
-            or self.policy.is_preflight(ctx.environ)
-            or self.policy.is_public(method, raw_path)
-        ):
+        if self._is_public(ctx, route, method, raw_path):
             return Decision(Verdict.ANONYMOUS, None, set_cookie)
         if self.policy.is_api_path(raw_path):
             ctx.api = True
@@ -117,6 +120,15 @@ class AccessDecision:
                 set_cookie = self.sessions.clear(ctx.environ)
             return Decision(Verdict.FORBIDDEN, session, set_cookie)
         return Decision(Verdict.CHALLENGE, None, set_cookie)
+
+    def _is_public(
+        self, ctx: RequestContext, route: Route | None, method: str, raw_path: str
+    ) -> bool:
+        return (
+            (route is not None and route.public)
+            or self.policy.is_preflight(ctx.environ)
+            or self.policy.is_public(method, raw_path)
+        )
 
     def session(self, environ: WSGIEnvironment) -> tuple[Session | None, tuple[str, str] | None]:
         """The request's session, revalidated with its provider when due, and any cookie

@@ -421,10 +421,14 @@ class CookieSessionStore:
             return found
         return None
 
-    def save(self, environ: WSGIEnvironment, session: Session) -> tuple[str, str]:
+    def save(
+        self, environ: WSGIEnvironment, session: Session, *, new: bool = False
+    ) -> tuple[str, str]:
         return self.cookie.set(self.codec.encode(session), session.seconds_left(self.clock()))
 
-    def clear(self, environ: WSGIEnvironment) -> tuple[str, str]:
+    def clear(self, environ: WSGIEnvironment, *, everywhere: bool = False) -> tuple[str, str]:
+        """Only this browser's cookie: with nothing on the server, a copy stays valid until
+        it expires (``RevocableSessionStore`` adds the revocation)."""
         return self.cookie.clear()
 
     def forget(self, predicate: Callable[[Session], bool] | None = None) -> None:

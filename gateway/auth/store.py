@@ -27,11 +27,15 @@ class SessionStore(Protocol):
         """The request's session and whether to write it again (re-sealed under the current
         key), or None: no session, or one that is invalid, foreign, expired or revoked."""
 
-    def save(self, environ: WSGIEnvironment, session: Session) -> tuple[str, str]:
-        """Record ``session`` for this browser; the ``Set-Cookie`` header that carries it."""
+    def save(
+        self, environ: WSGIEnvironment, session: Session, *, new: bool = False
+    ) -> tuple[str, str]:
+        """Record ``session`` for this browser (``new``: a sign-in, not a re-issue); the
+        ``Set-Cookie`` header that carries it."""
 
-    def clear(self, environ: WSGIEnvironment) -> tuple[str, str]:
-        """End this browser's session; the ``Set-Cookie`` header that removes it."""
+    def clear(self, environ: WSGIEnvironment, *, everywhere: bool = False) -> tuple[str, str]:
+        """End this browser's session (``everywhere``: every session of its user); the
+        ``Set-Cookie`` header that removes it from this browser."""
 
     def forget(self, predicate: Callable[[Session], bool] | None = None) -> None:
         """Drop this worker's memory of opened sessions (those matching ``predicate``, or

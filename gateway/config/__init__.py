@@ -24,6 +24,7 @@ from gateway.config.settings import (
     ServerSettings,
     SessionSettings,
     Settings,
+    StateSettings,
     UpstreamSettings,
     WeChatSettings,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "ServerSettings",
     "SessionSettings",
     "Settings",
+    "StateSettings",
     "UpstreamSettings",
     "WeChatSettings",
     "check_bind",

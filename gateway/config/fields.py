@@ -7,9 +7,12 @@ for "not usable"; none echoes the value it was given (it may be a secret).
 from __future__ import annotations
 
 import math
+import os
 import re
+from pathlib import Path
 from urllib.parse import urlsplit
 
+from gateway.config.settings import DEFAULT_STATE_FILE
 from gateway.http.origins import parse_origin
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -90,3 +93,40 @@ def http_url(value: str) -> str | None:
     if parts.query or parts.fragment or parts.username or parts.password:
         return None
     return value.strip().rstrip("/")
+
+
+def sqlite_path(url: str) -> Path:
+    """``sqlite:///var/lib/x/state.db`` (and SQLAlchemy's ``sqlite:////var/...``) -> the
+    absolute path ``/var/lib/x/state.db``; ``sqlite://state.db`` is relative to the
+    working directory."""
+    rest = url.removeprefix("sqlite://")
+    if rest.startswith("//"):
+        rest = rest[1:]
+    return Path(rest)
+
+
+def default_state_url() -> str:
+    """The embedded store's file when ``state.url`` is not set: ``/var/lib/wechat-gateway``
+    for root (the Docker image's volume), else ``$XDG_STATE_HOME/wechat-gateway`` (by default
+    ``~/.local/state/wechat-gateway``)."""
+    if os.geteuid() == 0:
+        return f"sqlite://{DEFAULT_STATE_FILE}"
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return f"sqlite://{Path(base) / 'wechat-gateway' / 'state.db'}"
+
+
+def check_sqlite_location(url: str) -> str | None:
+    """Why the embedded store could not be written at ``url``, or None."""
+    path = sqlite_path(url)
+    if not str(path) or path.name in ("", ".", ".."):
+        return "must be sqlite:///path/to/state.db"
+    if path.exists():
+        if path.is_dir():
+            return f"{path} is a directory, not a database file"
+        return None if os.access(path, os.R_OK | os.W_OK) else f"cannot write {path}"
+    parent = path.parent
+    while not parent.exists():  # the gateway creates missing directories
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot create {path} (no write access to {parent})"
+    return None

@@ -96,6 +96,17 @@ class LoginSettings:
     wxlogin_js: str = "https://res.wx.qq.com/connect/zh_CN/htmledition/js/wxLogin.js"
 
 
+#: Where the embedded store lives when ``state.url`` is not set: root's (and the Docker
+#: image's volume) under /var/lib, anyone else's under their own XDG state directory.
+DEFAULT_STATE_FILE = "/var/lib/wechat-gateway/state.db"
+
+
+@dataclass(frozen=True, slots=True)
+class StateSettings:
+    url: str = f"sqlite://{DEFAULT_STATE_FILE}"
+    max_staleness: float = 30.0
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     public_url: str
@@ -106,3 +117,4 @@ class Settings:
     access: AccessSettings = AccessSettings()
     login: LoginSettings = LoginSettings()
     redirect_domains: tuple[str, ...] = ()
+    state: StateSettings = StateSettings()

@@ -23,6 +23,8 @@ from gateway.config.environ import expand
 from gateway.config.fields import (
     HOSTNAME,
     check_bind,
+    check_sqlite_location,
+    default_state_url,
     http_url,
     origin_url,
     parse_duration,
@@ -36,6 +38,7 @@ from gateway.config.settings import (
     ServerSettings,
     SessionSettings,
     Settings,
+    StateSettings,
     UpstreamSettings,
     WeChatSettings,
 )
@@ -193,6 +196,7 @@ _TOP_KEYS = (
     "access",
     "login",
     "redirect_domains",
+    "state",
 )
 _SERVER_KEYS = tuple(ServerSettings.__dataclass_fields__)
 _WECHAT_KEYS = tuple(WeChatSettings.__dataclass_fields__)
@@ -201,6 +205,7 @@ _SESSION_KEYS = tuple(SessionSettings.__dataclass_fields__)
 _UPSTREAM_KEYS = tuple(UpstreamSettings.__dataclass_fields__)
 _ACCESS_KEYS = tuple(AccessSettings.__dataclass_fields__)
 _LOGIN_KEYS = tuple(LoginSettings.__dataclass_fields__)
+_STATE_KEYS = tuple(StateSettings.__dataclass_fields__)
 
 
 def validate(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
@@ -226,6 +231,7 @@ def validate(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
     upstreams = _validate_upstreams(top)
     access = _validate_access(top.section("access", _ACCESS_KEYS))
     login = _validate_login(top.section("login", _LOGIN_KEYS))
+    state = _validate_state(top.section("state", _STATE_KEYS))
     redirect_domains = top.string_list("redirect_domains")
     for i, entry in enumerate(redirect_domains):
         problem = check_redirect_domain(entry)
@@ -244,6 +250,24 @@ def validate(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
         access=access,
         login=login,
         redirect_domains=redirect_domains,
+        state=state,
+    )
+
+
+def _validate_state(section: _Section) -> StateSettings:
+    defaults = StateSettings()
+    url = section.string("url", "") or default_state_url()
+    if not url.startswith("sqlite:"):
+        section.problem("url", "must be sqlite:///path/to/state.db")
+    else:
+        problem = check_sqlite_location(url)
+        if problem:
+            section.problem("url", problem)
+    return StateSettings(
+        url=url,
+        max_staleness=section.duration(
+            "max_staleness", defaults.max_staleness, positive=True, maximum="1d"
+        ),
     )
 
 

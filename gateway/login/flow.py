@@ -181,6 +181,7 @@ class LoginFlow:
         """``GET /_gateway/login?rd=TARGET``: remember the target, send the browser to sign
         in with the provider that serves it."""
         environ = ctx.environ
+        self.ledger.ready()  # a sign-in that could not complete is not started
         rd = _query(environ).get("rd")
         if not rd:
             uri = ctx.original_uri()
@@ -244,7 +245,7 @@ class LoginFlow:
             raise LoginStateInvalid(actions=self._retry())
         try:
             session = self._sign_in(entry.flow, code, entry.target)
-            session_cookie = self.sessions.save(environ, session)
+            session_cookie = self.sessions.save(environ, session, new=True)
         except SessionTooLarge:
             self.ledger.record(code, state, Outcome(ok=False))
             raise ProviderFailed(actions=self._retry(entry.target)) from None
@@ -318,10 +319,13 @@ class LoginFlow:
         )
 
     def logout(self, ctx: RequestContext, start_response: StartResponse) -> Iterable[bytes]:
-        """``GET|POST /_gateway/logout?rd=TARGET``: clear the session; 302 to a safe TARGET."""
+        """``GET|POST /_gateway/logout?rd=TARGET[&everywhere=1]``: end this browser's session
+        (revoked everywhere, so a copy of the cookie no longer works), or with
+        ``everywhere`` every session of its user; 302 to a safe TARGET."""
         environ = ctx.environ
-        rd = _query(environ).get("rd")
-        clear = self.sessions.clear(environ)
+        query = _query(environ)
+        rd = query.get("rd")
+        clear = self.sessions.clear(environ, everywhere=query.get("everywhere") in _YES)
         if rd and self.redirects.is_safe(rd):
             return _redirect(start_response, self._absolute(rd), clear)
         return signed_out_response(
@@ -335,6 +339,9 @@ class LoginFlow:
     def close(self) -> None:
         for provider in self._preference:
             provider.close()
+
+
+_YES = frozenset({"1", "true", "yes", "on"})
 
 
 def _query(environ: WSGIEnvironment) -> dict[str, str]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
@@ -29,7 +28,6 @@ from urllib.parse import parse_qsl, urlencode
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
-from gateway.login.ledger import CallbackLedger
 from gateway.server.greenlets import gevent_timeout
 from gateway.server.logs import configure_logging
 from gateway.server.metrics import Metrics
@@ -131,8 +129,6 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
             slots=max(16, 4 * settings.server.workers),
             threaded=settings.server.worker_class == "gthread",
         )
-        # Shared by the workers so a duplicate login callback finds the first one's result.
-        self.ledger = CallbackLedger()
         super().__init__()
 
     def gunicorn_options(self) -> dict[str, Any]:
@@ -164,7 +160,6 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
             "pre_fork": self._assign_metrics_slot,
             "post_fork": self._use_metrics_slot,
             "child_exit": self._release_metrics_slot,
-            "on_exit": self._remove_ledger,
         }
 
     def _assign_metrics_slot(self, server: Any, worker: Any) -> None:
@@ -176,9 +171,6 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
     def _release_metrics_slot(self, server: Any, worker: Any) -> None:
         self.metrics.release_slot(worker.metrics_slot)
 
-    def _remove_ledger(self, server: Any) -> None:
-        shutil.rmtree(self.ledger.directory, ignore_errors=True)
-
     def load_config(self) -> None:
         for key, value in self.gunicorn_options().items():
             self.cfg.set(key, value)
@@ -187,7 +179,7 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
         from gateway.builder import build_gateway  # noqa: PLC0415 - built after fork, in the worker
 
         configure_logging(self.settings.server.log_level)
-        return build_gateway(self.settings, metrics=self.metrics, ledger=self.ledger)
+        return build_gateway(self.settings, metrics=self.metrics)
 
 
 def _close_gateway(server: Any, worker: Any) -> None:

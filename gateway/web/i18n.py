@@ -112,6 +112,7 @@ ERRORS_ZH: Final[Mapping[str, ErrorText]] = {
     "RequestBodyError": ErrorText("请求内容无效", "无法读取请求内容，请重试。"),
     "ClientAborted": ErrorText("请求已中断", "请求内容未发送完整，请重试。"),
     "ClientBodyTimeout": ErrorText("请求超时", "请求内容发送过慢，请重试。"),
+    "StateUnavailable": ErrorText("服务暂时不可用", "登录网关暂时无法访问会话存储，请稍后重试。"),
     "UpstreamError": ErrorText("应用暂时无法访问", "登录网关后面的应用没有响应，请稍后重试。"),
     "UpstreamUnavailable": ErrorText(
         "应用暂时无法访问", "登录网关后面的应用没有响应，请稍后重试。"

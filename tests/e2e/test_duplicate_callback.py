@@ -13,7 +13,6 @@ concurrent callbacks are both in flight, on whichever workers accept them.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import re
 import threading
 import time
@@ -26,6 +25,7 @@ import requests
 
 from gateway.login.ledger import CallbackLedger, Outcome
 from gateway.simulator import SimulatorServer
+from gateway.state.sqlite import SqliteStore
 from tests.helpers.e2e import assert_no_session_set, code_of, location, set_cookie, state_of
 from tests.helpers.support import COOKIE
 from tests.helpers.upstreams import EchoUpstream, echo_of
@@ -203,20 +203,19 @@ def test_a_sequential_duplicate_of_a_failed_first_attempt_is_not_a_session(gw: S
 # --- the ledger itself -------------------------------------------------------------------
 
 
-def _wait_in_child(directory: str, code: str, state: str, queue: Any) -> None:
-    ledger = CallbackLedger(directory)
+def _wait_in_child(database: str, code: str, state: str, queue: Any) -> None:
+    ledger = CallbackLedger(SqliteStore(database, session_max_age=3600))
     queue.put((ledger.claim(code), ledger.wait(code, state, 5.0)))
 
 
 def test_the_ledger_meets_across_processes(tmp_path: Path) -> None:
     """Workers are processes: the second request may well be in another one."""
-    directory = tmp_path / "ledger"
-    directory.mkdir()
-    ledger = CallbackLedger(str(directory))
+    database = str(tmp_path / "state.db")
+    ledger = CallbackLedger(SqliteStore(database, session_max_age=3600))
     assert ledger.claim("the-code")
     fork = multiprocessing.get_context("fork")
     queue = fork.Queue()
-    child = fork.Process(target=_wait_in_child, args=(str(directory), "the-code", "STATE1", queue))
+    child = fork.Process(target=_wait_in_child, args=(database, "the-code", "STATE1", queue))
     child.start()
     time.sleep(0.2)
     ledger.record("the-code", "STATE1", Outcome(ok=True, target="/t", set_cookie="c=v"))
@@ -224,76 +223,3 @@ def test_the_ledger_meets_across_processes(tmp_path: Path) -> None:
     child.join(10)
     assert claimed is False
     assert outcome == Outcome(ok=True, target="/t", set_cookie="c=v")
-
-
-@pytest.fixture
-def another_workers_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A ledger directory where another worker sweeps between any two file operations of
-    this one (after each ``os.open``, ``utime``, ``close``, ``link``, ``rename``,
-    ``replace`` and ``unlink``): every interleaving that concurrent sign-ins can produce."""
-    directory = tmp_path / "ledger"
-    directory.mkdir()
-    other = CallbackLedger(str(directory), ttl=60)
-    busy = threading.local()
-
-    def interleaved(real: Any) -> Any:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            result = real(*args, **kwargs)
-            if not getattr(busy, "sweeping", False):
-                busy.sweeping = True
-                try:
-                    time.sleep(0.01)  # file dates come from a coarse clock
-                    other._sweep()
-                finally:
-                    busy.sweeping = False
-            return result
-
-        return call
-
-    for name in ("open", "utime", "close", "link", "rename", "replace", "unlink"):
-        monkeypatch.setattr(os, name, interleaved(getattr(os, name)))
-    return directory
-
-
-def test_a_sweep_never_loses_a_state_being_marked_used(another_workers_sweep: Path) -> None:
-    """A used state's file is dated with the state's expiry; undated for a moment, another
-    worker's sweep took it for expired and deleted it (and the dating failed: a 500)."""
-    ledger = CallbackLedger(str(another_workers_sweep), ttl=60)
-    until = time.time() + 600
-    state = "StateValue0123456789abcdefABCDEF"
-    assert ledger.use_state(state, until)
-    assert not ledger.use_state(state, until)  # used, and it stays so
-    assert ledger.claim("the-code")
-    assert not ledger.claim("the-code")
-    files = sorted(another_workers_sweep.iterdir())
-    assert sorted(p.suffix for p in files) == [".claim", ".state"]  # nothing left behind
-    dated = next(p for p in files if p.suffix == ".state")
-    assert dated.stat().st_mtime == pytest.approx(until)
-
-
-def test_a_state_marked_used_after_its_expiry_is_still_a_clean_answer(
-    another_workers_sweep: Path,
-) -> None:
-    """Its file is dated in the past the moment it is made (even past the ttl of claims):
-    the sweep never takes the half-made file away from under its maker."""
-    ledger = CallbackLedger(str(another_workers_sweep), ttl=1)
-    assert ledger.use_state("ExpiredState", time.time() - 30)
-    assert ledger.use_state("ExpiredState", time.time() + 600)  # the expired mark was swept
-    assert not ledger.use_state("ExpiredState", time.time() + 600)
-
-
-def test_a_file_left_half_made_is_swept_once_untouched_for_the_ttl(tmp_path: Path) -> None:
-    """A worker that died between making a file and linking it into place leaves it behind;
-    its date says nothing (it may be a state's expiry), so its last change counts."""
-    directory = tmp_path / "ledger"
-    directory.mkdir()
-    ledger = CallbackLedger(str(directory), ttl=0.5)
-    stale = directory / "0123abcd.state.5f5f5f5f5f5f5f5f.tmp"
-    stale.touch()
-    past = time.time() - 3600
-    os.utime(stale, (past, past))
-    assert ledger.claim("first")
-    assert stale.exists()  # dated long ago, but only just made
-    time.sleep(0.6)
-    assert ledger.claim("second")
-    assert not stale.exists()

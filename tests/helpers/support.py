@@ -84,8 +84,11 @@ class GatewayProcess:
     def __init__(
         self, config: dict[str, Any], directory: Path, *, env: dict[str, str] | None = None
     ):
-        self.config = config
         self.port = int(config["server"]["bind"].rsplit(":", 1)[1])
+        # Each gateway its own embedded state store, unless the test chose one: revocations
+        # in one test must not reach another's sessions.
+        state = {"url": f"sqlite://{directory}/state-{self.port}.db"}
+        self.config = {"state": state, **config}
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = directory / f"gateway-{self.port}.yaml"
         self.log_path = directory / f"gateway-{self.port}.log"
