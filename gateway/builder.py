@@ -52,7 +52,7 @@ def build_gateway(
     session = settings.session
     codec = SessionCodec(session.secret, session.previous_secrets, clock=clock)
     state = open_store(settings.state, session_max_age=session.max_age, clock=clock)
-    watcher = RevocationWatcher(state, max_staleness=settings.state.max_staleness)
+    watcher = RevocationWatcher(state, max_staleness=settings.state.max_staleness, wall_clock=clock)
     sessions = RevocableSessionStore(
         CookieSessionStore(
             codec,

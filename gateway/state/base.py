@@ -61,6 +61,12 @@ class Revocations:
     #: Sessions signed in before this whole second are out (``sessions revoke --all``).
     everyone: float = 0.0
 
+    def prune(self, now: float) -> None:
+        """Forget sid revocations whose sessions have expired anyway."""
+        expired = [sid for sid, until in self.sids.items() if until <= now]
+        for sid in expired:
+            del self.sids[sid]
+
     def merge(self, other: Revocations) -> None:
         self.sids.update(other.sids)
         for user, moment in other.users.items():

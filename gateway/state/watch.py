@@ -40,11 +40,13 @@ class RevocationWatcher:
         max_staleness: float,
         interval: float = INTERVAL,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.max_staleness = max_staleness
         self.interval = interval
         self.clock = clock
+        self.wall_clock = wall_clock
         self.revoked = Revocations()
         self._cursor: object = None
         self._reached = clock()
@@ -89,7 +91,12 @@ class RevocationWatcher:
         """One round: everything after a failure or at the start, else what changed."""
         try:
             if self._cursor is None:
-                self.revoked, self._cursor = self.store.revocations()
+                # Merged, never replaced: nothing is ever un-revoked, so what this worker
+                # knew still holds if the store comes back with less (a file replaced, a
+                # Redis that lost its data).
+                loaded, self._cursor = self.store.revocations()
+                self.revoked.merge(loaded)
+                self.revoked.prune(self.wall_clock())
             else:
                 wait = getattr(self.store, "wait_for_revocations", None)
                 changed = (
