@@ -139,7 +139,7 @@ class SqliteStore:
     def _run_here(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
         try:
             return self._db().execute(sql, args).fetchall()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeError, OverflowError) as exc:
             raise StoreUnavailable(f"{self.description}: {exc}") from None
 
     def _transaction(self, statements: Iterable[tuple[str, tuple[Any, ...]]]) -> list[int]:
@@ -156,7 +156,7 @@ class SqliteStore:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeError, OverflowError) as exc:
             raise StoreUnavailable(f"{self.description}: {exc}") from None
         return counts
 
