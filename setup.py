@@ -28,6 +28,7 @@ setup(
         "cachetools>=5.3,<9",
         "cryptography>=42,<50",
         "PyYAML>=6.0,<7",
+        "redis>=5,<7",
         "segno>=1.6,<2",
     ],
     extras_require={

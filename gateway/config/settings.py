@@ -102,8 +102,18 @@ DEFAULT_STATE_FILE = "/var/lib/wechat-gateway/state.db"
 
 
 @dataclass(frozen=True, slots=True)
+class SentinelSettings:
+    master: str
+    hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class StateSettings:
     url: str = f"sqlite://{DEFAULT_STATE_FILE}"
+    password: str | None = field(default=None, repr=False)
+    sentinel: SentinelSettings | None = None
+    cluster: bool = False
+    key_prefix: str = "wechat-gateway:"
     max_staleness: float = 30.0
 
 

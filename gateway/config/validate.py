@@ -35,6 +35,7 @@ from gateway.config.settings import (
     ConfigError,
     LoginSettings,
     OfficialAccountSettings,
+    SentinelSettings,
     ServerSettings,
     SessionSettings,
     Settings,
@@ -42,6 +43,7 @@ from gateway.config.settings import (
     UpstreamSettings,
     WeChatSettings,
 )
+from gateway.state.redis import check_redis_settings
 
 _WORKER_CLASSES = ("gevent", "gthread")
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -257,14 +259,39 @@ def validate(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
 def _validate_state(section: _Section) -> StateSettings:
     defaults = StateSettings()
     url = section.string("url", "") or default_state_url()
-    if not url.startswith("sqlite:"):
-        section.problem("url", "must be sqlite:///path/to/state.db")
-    else:
+    password = section.string("password", "") or None
+    sentinel = None
+    if section.has("sentinel"):
+        sub = section.section("sentinel", ("master", "hosts"))
+        master = sub.string("master", required=True)
+        hosts = sub.string_list("hosts")
+        if not hosts:
+            sub.problem("hosts", "required: at least one host:port")
+        for i, host in enumerate(hosts):
+            if not re.fullmatch(r"[A-Za-z0-9.\-]+:\d{1,5}", host):
+                sub.problem(f"hosts[{i}]", "must be host:port")
+        sentinel = SentinelSettings(master, hosts)
+    cluster = section.boolean("cluster", defaults.cluster)
+    if url.startswith("sqlite:"):
         problem = check_sqlite_location(url)
         if problem:
             section.problem("url", problem)
+        if sentinel is not None or cluster or password:
+            section.problem("url", "sentinel, cluster and password go with a Redis url")
+    else:
+        key_prefix = section.string("key_prefix", defaults.key_prefix)
+        # Its messages name their key path (state.url, state.key_prefix...) themselves.
+        section.problems.extend(
+            check_redis_settings(
+                url, sentinel=sentinel is not None, cluster=cluster, key_prefix=key_prefix
+            )
+        )
     return StateSettings(
         url=url,
+        password=password,
+        sentinel=sentinel,
+        cluster=cluster,
+        key_prefix=section.string("key_prefix", defaults.key_prefix),
         max_staleness=section.duration(
             "max_staleness", defaults.max_staleness, positive=True, maximum="1d"
         ),

@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 from gateway.config.fields import sqlite_path
+from gateway.state.redis import RedisStore
 from gateway.state.sqlite import SqliteStore
 
 if TYPE_CHECKING:
@@ -27,4 +28,19 @@ def open_store(
 ) -> StateStore:
     """The store ``state.url`` names. Nothing is connected yet: that happens on first use,
     in the process that uses it (a worker, after the fork)."""
-    return SqliteStore(sqlite_path(settings.url), session_max_age=session_max_age, clock=clock)
+    if settings.url.startswith("sqlite:"):
+        return SqliteStore(sqlite_path(settings.url), session_max_age=session_max_age, clock=clock)
+    sentinel = settings.sentinel
+    return RedisStore(
+        settings.url,
+        password=settings.password,
+        sentinel=(
+            {"master": sentinel.master, "hosts": list(sentinel.hosts)}
+            if sentinel is not None
+            else None
+        ),
+        cluster=settings.cluster,
+        key_prefix=settings.key_prefix,
+        session_max_age=session_max_age,
+        clock=clock,
+    )

@@ -67,10 +67,20 @@ def test_an_unwritable_location_is_reported(tmp_path: Path) -> None:
     assert check_sqlite_location("sqlite:///proc/1/state.db") is not None
 
 
-def test_only_the_embedded_store_is_known(tmp_path: Path) -> None:
-    assert _problems({"url": "postgres://db/x"}) == [
-        "state.url: must be sqlite:///path/to/state.db"
-    ]
+def test_redis_settings_do_not_go_with_sqlite(tmp_path: Path) -> None:
+    found = _problems({"url": f"sqlite://{tmp_path}/s.db", "cluster": True})
+    assert found == ["state.url: sentinel, cluster and password go with a Redis url"]
+
+
+def test_a_redis_url_is_accepted_and_a_password_inside_it_refused() -> None:
+    settings = _parse({"url": "redis://cache.internal:6379/0", "password": "pw-0123"})
+    assert settings.state.url == "redis://cache.internal:6379/0"
+    assert settings.state.password == "pw-0123"
+    assert "pw-0123" not in repr(settings)
+    found = _problems({"url": "redis://:hunter2-secret@cache.internal:6379/0"})
+    assert len(found) == 1 and found[0].startswith("state.url: ")
+    assert "hunter2" not in found[0]
+    assert _problems({"url": "ftp://x/"})[0].startswith("state.url: ")
 
 
 def test_unknown_state_keys_are_refused(tmp_path: Path) -> None:
