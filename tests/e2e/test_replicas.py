@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -174,3 +175,70 @@ def test_a_duplicate_callback_on_the_other_replica_is_answered_like_the_first(
     sessions = {(reply.set_cookie("wechat_gateway") or {}).get("value") for reply in replies}
     assert len(sessions) == 1 and None not in sessions
     assert exchanges() == before + 1
+
+
+def test_redis_away_and_back_under_a_real_gateway(
+    tmp_path: Path, wechat_app: WeChat, upstream: EchoUpstream
+) -> None:
+    """healthz stays up, readyz and sign-in say 503, sessions fail closed after
+    max_staleness while public paths are served, and everything recovers by itself with
+    the revocations made before the outage still in force."""
+    with RedisServer(tmp_path / "redis") as redis:
+        port = free_port()
+        overrides = {
+            "state": {"url": redis.url, "max_staleness": "2s"},
+            "access": {"public": ["/public/"]},
+        }
+        with start_gateway(tmp_path, wechat_app, upstream.url, port, **overrides) as gateway:
+            url = gateway.url
+            kept, gone = RawBrowser(), RawBrowser()
+            for browser, user in ((kept, "alice"), (gone, "bob")):
+                start = browser.get(url + "/_gateway/login")
+                confirmed = send_url(start.location.split("#", 1)[0] + f"&sim_user={user}")
+                assert browser.get(confirmed.location).status == 302
+            page = [("Accept", HTML_ACCEPT)]
+            revoked = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "gateway",
+                    "sessions",
+                    "revoke",
+                    "--user",
+                    wechat_app.openid("bob"),
+                    "-c",
+                    str(gateway.config_path),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            assert revoked.returncode == 0, revoked.stderr
+            time.sleep(1)
+            assert gone.get(url + "/page", page).status == 302
+            redis.stop()
+            assert send(port, "/_gateway/healthz").status == 200
+            ready = send(port, "/_gateway/readyz")
+            assert ready.status == 503 and ready.json()["status"] == "unavailable"
+            assert send(port, "/_gateway/login", page).status == 503
+            seen = []
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                statuses = {kept.get(url + "/page", page).status for _ in range(4)}
+                seen.append((round(time.monotonic() - deadline + 10, 1), sorted(statuses)))
+                if statuses == {503}:
+                    break
+                time.sleep(0.2)
+            assert statuses == {503}, seen  # fail closed
+            assert RawBrowser().get(url + "/public/x", page).status == 200
+            redis.start()
+            deadline = time.monotonic() + 8
+            while {kept.get(url + "/page", page).status for _ in range(4)} != {
+                200
+            } and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert send(port, "/_gateway/readyz").status == 200
+            assert kept.get(url + "/page", page).status == 200
+            assert gone.get(url + "/page", page).status == 302  # still revoked
+            assert "Traceback" not in gateway.log()
