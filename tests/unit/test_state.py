@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -145,3 +147,21 @@ def test_the_watcher_goes_stale_when_the_store_is_away(tmp_path: Path) -> None:
     (tmp_path / "state.db").rmdir()
     watcher.refresh()
     assert watcher.failure is None and not watcher.stale
+
+
+def test_a_database_locked_by_another_writer_is_unavailable_not_a_hang(tmp_path: Path) -> None:
+    clock = Clock()
+    store = _store(tmp_path, clock)
+    assert store.add("k", b"1", 60)  # the file and its schema exist
+    other = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holding the write lock
+    try:
+        start = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="locked"):
+            store.add("k2", b"2", 60)
+        assert time.monotonic() - start < 5
+        assert store.get("k") == b"1"  # readers are not blocked by a writer (WAL)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert store.add("k2", b"2", 60)  # and writes work again once the lock is gone
