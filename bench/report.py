@@ -19,6 +19,8 @@ TARGET_VS_NO_HOP = 0.30
 TARGET_RSS_GROWTH = 64 * MIB
 # "Answers at once" while 120 requests are parked on the slow upstream.
 TARGET_PROBE_SECONDS = 0.1
+TARGET_REDIS_VS_EMBEDDED = 0.95
+TARGET_REVOCATION_P99 = 1.0
 # Rounds of one contender further apart than this (relative to their median): say so.
 NOISY_SPREAD = 0.3
 
@@ -106,7 +108,36 @@ def targets(results: Results) -> list[tuple[str, str, bool]]:
             slow["succeeded"] == slow["requests"],
         )
     )
+    if "gateway_redis" in results["throughput"]:
+        for connections in settings["connections"]:
+            embedded = median_run(results, "gateway", connections)["rps"]
+            redis = median_run(results, "gateway_redis", connections)["rps"]
+            rows.append(
+                (
+                    f"gateway with Redis state req/s ≥ {TARGET_REDIS_VS_EMBEDDED:.0%} of the "
+                    f"embedded store's ({connections} connections)",
+                    f"{redis / embedded:.0%} ({redis:,.0f} vs {embedded:,.0f})",
+                    redis / embedded >= TARGET_REDIS_VS_EMBEDDED,
+                )
+            )
+    latencies = results.get("revocation_seconds")
+    if latencies:
+        p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+        rows.append(
+            (
+                f"a revocation takes effect on another replica: p99 < "
+                f"{TARGET_REVOCATION_P99 * 1000:.0f} ms ({len(latencies)} revocations)",
+                f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms",
+                p99 < TARGET_REVOCATION_P99,
+            )
+        )
     return rows
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """The nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))]
 
 
 def median_cpu(results: Results, key: str, connections: int) -> float:
@@ -358,6 +389,21 @@ def markdown(results: Results, chart_name: str) -> str:
             f"{slow['succeeded']}/{slow['requests']} | {slow['all_done_seconds']:.2f} s |"
         )
     add("")
+
+    latencies = results.get("revocation_seconds")
+    if latencies:
+        add("## Shared state\n")
+        add(
+            "The row *wechat-gateway, state in Redis* above is the gateway with `state.url` on a "
+            "local `redis-server`, one of two replicas sharing it; reading a session never "
+            "waits on the store, so its req/s should match the embedded SQLite store's. "
+            f"Then {len(latencies)} times: a fresh session is used on the other replica, "
+            "revoked in Redis, and that replica polled every 2 ms until it refuses the "
+            f"session: p50 {percentile(latencies, 50) * 1000:.0f} ms, "
+            f"p90 {percentile(latencies, 90) * 1000:.0f} ms, "
+            f"p99 {percentile(latencies, 99) * 1000:.0f} ms, "
+            f"max {max(latencies) * 1000:.0f} ms.\n"
+        )
 
     add("## Server logs\n")
     problems = results.get("log_problems") or {}

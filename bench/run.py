@@ -25,6 +25,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -53,6 +54,7 @@ from services import (
 )
 
 from gateway.auth.session import Session, SessionCodec
+from gateway.state.redis import RedisStore
 
 DOCS = ROOT / "docs"
 RESULTS = BENCH / "results"
@@ -164,9 +166,12 @@ def machine() -> dict[str, str]:
 
 def start_services(
     stack: contextlib.ExitStack, workdir: Path
-) -> tuple[list[Contender], list[Service]]:
-    """Every server, each stopped when ``stack`` closes; the contenders among them."""
-    fast_port, slow_port, proxy_port, nginx_port, gateway_port, worker_port = free_ports(6)
+) -> tuple[list[Contender], list[Service], str]:
+    """Every server, each stopped when ``stack`` closes; the contenders among them, and the
+    URL of the Redis the two Redis-state replicas share."""
+    ports = free_ports(9)
+    fast_port, slow_port, proxy_port, nginx_port, gateway_port, worker_port = ports[:6]
+    redis_port, replica_port, other_replica_port = ports[6:]
     fast = stack.enter_context(
         Service("upstream", gunicorn_argv("apps:upstream", fast_port), fast_port, workdir)
     )
@@ -233,6 +238,24 @@ def start_services(
             discard_stdout=True,
         )
     )
+    redis_url = stack.enter_context(redis_server(redis_port, workdir))
+    replicas = []
+    for name, port in (("gateway-redis", replica_port), ("gateway-redis-b", other_replica_port)):
+        replica_config = workdir / f"{name}.yaml"
+        settings = {**gateway_config(port, fast_port, slow_port), "state": {"url": redis_url}}
+        replica_config.write_text(yaml.safe_dump(settings), encoding="utf-8")
+        replicas.append(
+            stack.enter_context(
+                Service(
+                    name,
+                    [sys.executable, "-m", "gateway", "serve", "-c", str(replica_config)],
+                    port,
+                    workdir,
+                    ready_path="/_gateway/healthz",
+                    discard_stdout=True,
+                )
+            )
+        )
     werkzeug = version("werkzeug")
     contenders = [
         Contender(
@@ -289,8 +312,77 @@ def start_services(
             reference=True,
             is_upstream=True,
         ),
+        Contender(
+            "gateway_redis",
+            "wechat-gateway, state in Redis",
+            "gateway (Redis)",
+            replicas[0],
+            "the gateway as above, but with `state.url` on a local `redis-server` (no "
+            "persistence), one of two replicas sharing it: what a scaled-out deployment "
+            "costs per request next to the embedded SQLite store. The other replica answers "
+            "the revocation measurement.",
+            reference=True,
+        ),
     ]
-    return contenders, [fast, slow, proxy, nginx, gateway, on_gateway_worker]
+    services = [fast, slow, proxy, nginx, gateway, on_gateway_worker, *replicas]
+    return contenders, services, redis_url
+
+
+@contextlib.contextmanager
+def redis_server(port: int, workdir: Path) -> Iterator[str]:
+    """A ``redis-server`` on loopback for the replicas; its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (make test installs it)")
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir)]
+    process = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def revocation_latency(redis_url: str, port: int, count: int) -> list[float]:
+    """Seconds from a revocation written to Redis until another replica refuses the session,
+    ``count`` times: a fresh session each time, polled every 2 ms."""
+    store = RedisStore(redis_url, session_max_age=86400)
+    codec = SessionCodec(_SESSION_SECRET)
+    latencies = []
+    for i in range(count):
+        now = int(time.time())
+        session = Session(
+            openid="oBenchOpenID000000000000001",
+            app_id="wxbench0123456789",
+            unionid=None,
+            nickname="Bench",
+            avatar="",
+            issued_at=now,
+            expires_at=now + 3600,
+            sid=f"bench-{now}-{i}",
+        )
+        headers = {"Cookie": f"{_COOKIE_NAME}={codec.encode(session)}"}
+        status, _ = clients.get(port, "/hello", headers)
+        if status != 200:
+            raise RuntimeError(f"a fresh session was answered {status}")
+        start = time.monotonic()
+        store.revoke(sids=[(session.sid, float(session.expires_at))], now=time.time())
+        while clients.get(port, "/hello", headers)[0] == 200:
+            if time.monotonic() - start > 10:
+                raise RuntimeError("a revocation was not seen within 10 s")
+            time.sleep(0.002)
+        latencies.append(time.monotonic() - start)
+    store.close()
+    return latencies
 
 
 def preflight(contenders: list[Contender], headers: dict[str, str]) -> None:
@@ -324,9 +416,19 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "slow": {},
     }
     with contextlib.ExitStack() as stack:
-        contenders, services = start_services(stack, workdir)
+        contenders, services, redis_url = start_services(stack, workdir)
         try:
             run_all(args, results, contenders, headers, script)
+            other = next(s for s in services if s.name == "gateway-redis-b")
+            latencies = revocation_latency(redis_url, other.port, args.revocations)
+            results["revocation_seconds"] = latencies
+            p50 = report.percentile(latencies, 50) * 1000
+            p99 = report.percentile(latencies, 99) * 1000
+            print(
+                f"revocation seen by the other replica: p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+                f" ({len(latencies)} revocations)",
+                flush=True,
+            )
         except Exception:
             for service in services:
                 print(f"--- {service.name} log (last lines) ---\n{service.log_tail()}")
@@ -473,6 +575,9 @@ def main() -> None:
         "--transfer-mib", type=int, default=1024, help="download/upload size in MiB"
     )
     parser.add_argument("--slow-requests", type=int, default=120, help="requests to park")
+    parser.add_argument(
+        "--revocations", type=int, default=100, help="revocations timed across replicas"
+    )
     parser.add_argument(
         "--no-docs", action="store_true", help="keep docs/ as is; only save the raw results"
     )

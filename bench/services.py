@@ -51,10 +51,13 @@ def nginx_binary() -> str | None:
 
 
 def ensure_system_packages() -> None:
-    """Install wrk and nginx with apt-get when they are missing and we are root."""
+    """Install wrk, nginx and redis-server with apt-get when they are missing and we are
+    root."""
     missing = []
     if shutil.which("wrk") is None:
         missing.append("wrk")
+    if shutil.which("redis-server") is None:
+        missing.append("redis-server")
     if nginx_binary() is None:
         # nginx-light is Debian's smallest nginx up to bookworm; later releases have only nginx.
         has_light = subprocess.run(
@@ -64,7 +67,7 @@ def ensure_system_packages() -> None:
     if not missing:
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise SystemExit(f"bench: please install {' '.join(missing)} (wrk and nginx)")
+        raise SystemExit(f"bench: please install {' '.join(missing)}")
     print(f"bench: installing {' '.join(missing)} with apt-get", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
