@@ -85,6 +85,54 @@ class Revocations:
     def __len__(self) -> int:
         return len(self.sids) + len(self.users) + (1 if self.everyone else 0)
 
+    def active(self, records: Iterable[SessionRecord]) -> list[SessionRecord]:
+        """The records none of these revocations ends."""
+        return [
+            record
+            for record in records
+            if not self.revokes(record.sid, (record.subject, record.unionid), record.signed_in_at)
+        ]
+
+
+#: One revocation as a store writes it: kind (``sid``, ``user``, ``all``), target, the
+#: moment (whole seconds) and until when it matters.
+RevocationRow = tuple[str, str, float, float]
+
+
+def revocation_rows(
+    active: list[SessionRecord],
+    sids: Iterable[tuple[str, float]],
+    users: list[str],
+    *,
+    everyone: bool,
+    now: float,
+    keep_for: float,
+) -> tuple[list[SessionRecord], list[RevocationRow]]:
+    """What a revocation ends among the ``active`` sessions, and the rows that record it:
+    by id (each until its session expires), by user and of everyone (until any session
+    signed in before ``now`` could still live: ``keep_for``). The sessions a revocation by
+    user or of everyone ends are revoked by id too, so one signed in earlier in the same
+    second as the revocation is ended as well."""
+    by_id = dict(sids)
+    if everyone:
+        ended = list(active)
+    else:
+        ended = [
+            record
+            for record in active
+            if record.sid in by_id or record.subject in users or record.unionid in users
+        ]
+    for record in ended:
+        by_id.setdefault(record.sid, record.expires_at)
+    moment = float(int(now))
+    rows: list[RevocationRow] = [
+        ("sid", sid, moment, max(until, now + 1)) for sid, until in by_id.items()
+    ]
+    rows += [("user", user, moment, now + keep_for) for user in users]
+    if everyone:
+        rows.append(("all", "", moment, now + keep_for))
+    return ended, rows
+
 
 class StateStore(Protocol):
     """Shared state: short-lived keys, the session index and revocations."""

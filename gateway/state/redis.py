@@ -67,8 +67,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
-from gateway.state.base import Revocations, SessionRecord, StoreUnavailable
-from gateway.state.sqlite import ended_by
+from gateway.state.base import Revocations, SessionRecord, StoreUnavailable, revocation_rows
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -505,13 +504,7 @@ class RedisStore:
         if user is not None:
             records = [r for r in records if user in {r.subject, r.unionid}]
         revoked, _ = self.revocations()
-        return [
-            record
-            for record in records
-            if not revoked.revokes(
-                record.sid, (record.subject, record.unionid), record.signed_in_at
-            )
-        ]
+        return revoked.active(records)
 
     def _records(self, sids: Iterable[str]) -> list[SessionRecord]:
         """The unexpired records of these sessions, by sign-in time (call while talking)."""
@@ -549,22 +542,14 @@ class RedisStore:
                     candidates += _many(client.smembers(f"{self._user}{user}"))
             records = self._records(_text(sid) for sid in candidates)
         revoked, _ = self.revocations()
-        active = [
-            record
-            for record in records
-            if not revoked.revokes(
-                record.sid, (record.subject, record.unionid), record.signed_in_at
-            )
-        ]
-        ended = ended_by(active, by_id, users, everyone=everyone)
-        for record in ended:  # also by id: one signed in earlier in this same second
-            by_id.setdefault(record.sid, record.expires_at)
-        moment = float(int(now))
-        keep_until = now + self.session_max_age
-        rows = [("sid", sid, moment, max(until, now + 1)) for sid, until in by_id.items()]
-        rows += [("user", user, moment, keep_until) for user in users]
-        if everyone:
-            rows.append(("all", "", moment, keep_until))
+        ended, rows = revocation_rows(
+            revoked.active(records),
+            by_id.items(),
+            users,
+            everyone=everyone,
+            now=now,
+            keep_for=self.session_max_age,
+        )
         if not rows:
             return 0
         # Every entry older than max age has expired; the server's ids are its clock.

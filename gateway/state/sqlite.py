@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.server.greenlets import off_hub
-from gateway.state.base import Revocations, SessionRecord, StoreUnavailable
+from gateway.state.base import Revocations, SessionRecord, StoreUnavailable, revocation_rows
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -59,19 +59,6 @@ log = logging.getLogger("gateway.state")
 
 _SWEEP_EVERY = 60.0
 _BUSY_TIMEOUT = 2.0
-
-
-def ended_by(
-    active: list[SessionRecord], sids: dict[str, float], users: list[str], *, everyone: bool
-) -> list[SessionRecord]:
-    """The active sessions a revocation ends."""
-    if everyone:
-        return active
-    return [
-        record
-        for record in active
-        if record.sid in sids or record.subject in users or record.unionid in users
-    ]
 
 
 class SqliteStore:
@@ -235,13 +222,7 @@ class SqliteStore:
         except (sqlite3.Error, TypeError) as exc:
             raise StoreUnavailable(f"{self.description}: {exc}") from None
         revoked, _ = self.revocations()
-        return [
-            record
-            for record in records
-            if not revoked.revokes(
-                record.sid, (record.subject, record.unionid), record.signed_in_at
-            )
-        ]
+        return revoked.active(records)
 
     def revoke(
         self,
@@ -251,17 +232,14 @@ class SqliteStore:
         everyone: bool = False,
         now: float,
     ) -> int:
-        by_id = dict(sids)
-        users = list(users)
-        ended = ended_by(self.sessions(), by_id, users, everyone=everyone)
-        for record in ended:  # also by id: one signed in earlier in this same second
-            by_id.setdefault(record.sid, record.expires_at)
-        moment = float(int(now))
-        keep_until = now + self.session_max_age
-        rows = [("sid", sid, moment, max(until, now + 1)) for sid, until in by_id.items()]
-        rows += [("user", user, moment, keep_until) for user in users]
-        if everyone:
-            rows.append(("all", "", moment, keep_until))
+        ended, rows = revocation_rows(
+            self.sessions(),
+            sids,
+            list(users),
+            everyone=everyone,
+            now=now,
+            keep_for=self.session_max_age,
+        )
         if rows:
             insert = "INSERT INTO revocations (kind, target, moment, expires_at) VALUES (?,?,?,?)"
             self._transaction([(insert, row) for row in rows])
