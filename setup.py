@@ -30,6 +30,8 @@ setup(
         "PyYAML>=6.0,<7",
         "redis>=5,<7",
         "segno>=1.6,<2",
+        # The demo's sample app serves its live WebSocket panel with it.
+        "websockets>=13,<17",
     ],
     extras_require={
         "test": [
@@ -41,6 +43,8 @@ setup(
             "types-PyYAML",
             "types-requests",
             "types-cachetools",
+            # A real application with a WebSocket, run behind the gateway in Chromium.
+            "streamlit>=1.38,<2",
         ],
     },
     entry_points={"console_scripts": ["wechat-gateway = gateway.cli:main"]},

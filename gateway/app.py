@@ -29,6 +29,7 @@ from gateway.errors import (
 )
 from gateway.http.target import request_target
 from gateway.identity.headers import identity_headers
+from gateway.proxy.websocket import websocket_handshake
 from gateway.state.base import StoreUnavailable
 from gateway.web.pages import error_response
 
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from gateway.endpoints import Endpoints
     from gateway.login.flow import LoginFlow
     from gateway.proxy.forward import Forwarder
+    from gateway.proxy.tunnel import WebSocketProxy
     from gateway.server.metrics import Metrics
     from gateway.web.pages import Branding
 
@@ -58,6 +60,7 @@ class Gateway:
         access: AccessDecision,
         login: LoginFlow,
         forward: Forwarder,
+        websocket: WebSocketProxy,
         endpoints: Endpoints,
         metrics: Metrics,
         branding: Branding,
@@ -67,6 +70,7 @@ class Gateway:
         self.access = access
         self.login = login
         self.forward = forward
+        self.websocket = websocket
         self.endpoints = endpoints
         self.metrics = metrics
         self.branding = branding
@@ -88,6 +92,11 @@ class Gateway:
             route = self.access.route(raw_path, host)
             if route is None:
                 raise NotFound("no upstream serves this path")
+            # A WebSocket is answered like an API call, and only opened by the right pages.
+            websocket = "HTTP_UPGRADE" in environ and websocket_handshake(environ)
+            if websocket:
+                ctx.api = True
+                self.websocket.check_origin(environ, route)
             decision = self.access.decide(ctx, route, ctx.method, raw_path)
             verdict = decision.verdict
             if verdict is Verdict.FORBIDDEN:
@@ -98,14 +107,14 @@ class Gateway:
             if verdict is Verdict.CHALLENGE:
                 self.metrics.inc("requests_total", "unauthorized" if ctx.api else "login_redirect")
                 return self.login.challenge(ctx, start_response, self.login.return_to(target, host))
-            if verdict is Verdict.ANONYMOUS:
-                self.metrics.inc("requests_total", "public")
-                return self.forward(environ, start_response, route, target)
-            assert decision.session is not None
-            self.metrics.inc("requests_total", "proxied")
-            return self.forward(
-                environ, start_response, route, target, identity_headers(decision.session)
-            )
+            session = decision.session if verdict is not Verdict.ANONYMOUS else None
+            self.metrics.inc("requests_total", "proxied" if session is not None else "public")
+            identity = identity_headers(session) if session is not None else ()
+            if websocket:
+                return self.websocket(
+                    environ, start_response, route, target, identity, session, decision.set_cookie
+                )
+            return self.forward(environ, start_response, route, target, identity)
         except StoreUnavailable as exc:
             log.warning("%s %s: state store unavailable: %s", ctx.method, _path(environ), exc)
             return error_response(
@@ -140,6 +149,11 @@ class Gateway:
             self.metrics.inc("requests_total", "client_aborted")
         elif isinstance(error, (BadRequest, PayloadTooLarge)):
             self.metrics.inc("requests_total", "rejected")
+
+    def stopping(self) -> None:
+        """The worker was asked to stop: requests in flight finish; WebSockets get
+        ``server.graceful_timeout``, then a close frame with 1001."""
+        self.websocket.tunnels.stopping()
 
     def close(self) -> None:
         self.access.router.close()

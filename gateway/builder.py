@@ -28,6 +28,7 @@ from gateway.providers.wechat.provider import WeChatProvider
 from gateway.proxy.forward import Forwarder
 from gateway.proxy.request import ForwardContext
 from gateway.proxy.router import Route, Router
+from gateway.proxy.tunnel import Tunnels, WebSocketProxy
 from gateway.server.metrics import Metrics
 from gateway.state import open_store
 from gateway.state.watch import RevocationWatcher
@@ -106,13 +107,16 @@ def build_gateway(
             max_body_size=settings.server.max_body_size,
             gateway_cookies=frozenset({sessions.cookie.name, login_state.name}),
             client_body_timeout=settings.server.client_body_timeout,
-        )
+        ),
+        metrics,
     )
+    tunnels = Tunnels(watcher, metrics, grace=settings.server.graceful_timeout, clock=clock)
     return Gateway(
         trusted_proxies=access.policy.trusted_proxies,
         access=access,
         login=login,
         forward=forward,
+        websocket=WebSocketProxy(forward, tunnels, settings.public_url),
         endpoints=Endpoints(access, login, metrics, state),
         metrics=metrics,
         branding=branding,

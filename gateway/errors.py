@@ -3,7 +3,9 @@
 The tree, and what the browser gets::
 
     GatewayError                 status  when
-    ├── BadRequest                  400  a request the gateway will not forward as it is
+    ├── BadRequest                  400  a request the gateway will not forward as it is (a
+    │   │                                malformed WebSocket handshake too)
+    │   ├── UpgradeRequired         426  a WebSocket handshake of another version than 13
     │   └── RequestBodyError        400  the client's body could not be read: malformed
     │       │                            chunked framing (one warning line, no traceback)
     │       ├── ClientAborted       400  the client closed or reset its connection mid-body
@@ -11,7 +13,9 @@ The tree, and what the browser gets::
     │                                    server.client_body_timeout
     ├── NotFound                    404  an unknown path under /_gateway/
     ├── MethodNotAllowed            405  a reserved path called with the wrong method
+    ├── CrossSiteWebSocket          403  a WebSocket opened from a page of another origin
     ├── PayloadTooLarge             413  a body over server.max_body_size
+    ├── WebSocketUnsupported        501  a WebSocket under a worker that cannot hold one
     ├── StateUnavailable            503  the shared state store cannot be reached (sign-in,
     │                                    sign-out, or sessions once max_staleness is over)
     ├── UpstreamError                    the app behind the gateway failed
@@ -68,6 +72,42 @@ class BadRequest(GatewayError):
     status = 400
     title = "Bad request"
     hint = "Check the address and try again."
+
+
+class UpgradeRequired(BadRequest):
+    """RFC 6455 4.4: the version the gateway speaks goes back in ``Sec-WebSocket-Version``."""
+
+    status = 426
+    title = "Upgrade required"
+    hint = "Use WebSocket version 13."
+
+    def __init__(
+        self,
+        detail: str = "",
+        *,
+        actions: tuple[tuple[str, str], ...] = (),
+        extra_headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        super().__init__(
+            detail,
+            actions=actions,
+            extra_headers=(("Sec-WebSocket-Version", "13"), *extra_headers),
+        )
+
+
+class CrossSiteWebSocket(GatewayError):
+    """Cross-site WebSocket hijacking: the browser sends its cookie whatever page opens the
+    socket, so an ``Origin`` that is not the gateway's (or listed) is refused."""
+
+    status = 403
+    title = "Forbidden"
+    hint = "This WebSocket was opened by a page of another site."
+
+
+class WebSocketUnsupported(GatewayError):
+    status = 501
+    title = "Not implemented"
+    hint = "WebSocket needs the gevent worker (server.worker_class: gevent)."
 
 
 class RequestBodyError(BadRequest):

@@ -22,7 +22,9 @@ class ServerSettings:
     workers: int = 2
     worker_class: str = "gevent"
     threads: int = 64
-    worker_connections: int = 1000
+    #: Per worker. With the default two workers: 16,384 open connections (WebSockets,
+    #: event streams) on one machine, each worker needing 2 x 8,192 + 256 open files.
+    worker_connections: int = 8192
     keepalive: float = 5.0
     graceful_timeout: float = 30.0
     max_body_size: int = 0
@@ -74,6 +76,10 @@ class UpstreamSettings:
     strip_prefix: bool = False
     public: bool = False
     allow: tuple[str, ...] | None = None
+    #: Origins besides ``public_url``'s whose pages may open WebSockets here.
+    websocket_origins: tuple[str, ...] = ()
+    #: A tunnel silent both ways this long is closed; 0 never.
+    websocket_idle_timeout: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)

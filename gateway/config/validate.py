@@ -521,6 +521,16 @@ def _validate_upstreams(top: _Section) -> tuple[UpstreamSettings, ...]:
             section.problem("prefix", "another upstream already has this prefix (and host)")
         seen.add((host, prefix))
         allow = section.string_list("allow") if section.has("allow") else None
+        origins: list[str] = []
+        for j, text in enumerate(section.string_list("websocket_origins")):
+            normal = origin_url(text)
+            if normal is None:
+                section.problems.append(
+                    f"{section.key_path('websocket_origins')}[{j}]: must be an origin such as"
+                    " https://app.example.com (scheme, host and port only)"
+                )
+            else:
+                origins.append(normal)
         url_text = section.string("url", required=True)
         url = http_url(url_text) if url_text else None
         if url_text and url is None:
@@ -535,6 +545,8 @@ def _validate_upstreams(top: _Section) -> tuple[UpstreamSettings, ...]:
                 strip_prefix=section.boolean("strip_prefix", False),
                 public=section.boolean("public", False),
                 allow=allow,
+                websocket_origins=tuple(origins),
+                websocket_idle_timeout=section.duration("websocket_idle_timeout", 3600.0),
             )
         )
     return tuple(result)

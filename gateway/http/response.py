@@ -238,6 +238,11 @@ class Response:
             self.complete = True
         return data
 
+    def take_buffered(self) -> bytes:
+        """Bytes read past the head and not yet taken: after a ``101``, the new protocol's."""
+        data, self._buf = self._buf, b""
+        return data
+
     @property
     def reusable(self) -> bool:
         """Whether the connection may carry another request: body done, nothing left over."""

@@ -15,7 +15,8 @@ What it guarantees:
 - a bodiless request that meets a stale pooled connection is retried once on a fresh one;
 - an app's ``Set-Cookie`` for one of the gateway's own cookies never reaches the browser.
 
-It does not speak WebSocket or HTTP/2 to upstreams: ``Upgrade`` is hop-by-hop and removed.
+``Upgrade`` is hop-by-hop and removed here; a WebSocket handshake takes the same exchange
+and then becomes a tunnel (``gateway.proxy.tunnel``). It does not speak HTTP/2 to upstreams.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 
     from gateway.proxy.pool import Upstream
     from gateway.proxy.router import Route
+    from gateway.server.metrics import Metrics
 
 log = logging.getLogger("gateway.proxy")
 
@@ -71,8 +73,9 @@ class _StaleConnection(Exception):
 class Forwarder:
     """Sends one WSGI request to its upstream and streams the answer back."""
 
-    def __init__(self, context: ForwardContext) -> None:
+    def __init__(self, context: ForwardContext, metrics: Metrics | None = None) -> None:
         self.context = context
+        self.metrics = metrics
         self._timer = gevent_timeout()
 
     def __call__(
@@ -96,19 +99,19 @@ class Forwarder:
             body.framing,
         )
         if body.empty:
-            sock, response = self._exchange(upstream, method, head, None)
+            sock, response = self.exchange(upstream, method, head, None)
         else:
             try:
                 first = body.small()
                 if first is None:
-                    sock, response = self._exchange(upstream, method, head, body)
+                    sock, response = self.exchange(upstream, method, head, body)
                 else:
-                    sock, response = self._exchange(upstream, method, head + first, None)
+                    sock, response = self.exchange(upstream, method, head + first, None)
             finally:
                 body.done()
-        return self._respond(upstream, sock, response, start_response)
+        return self.respond(upstream, sock, response, start_response)
 
-    def _exchange(
+    def exchange(
         self, upstream: Upstream, method: str, payload: bytes, body: RequestBody | None
     ) -> tuple[socket.socket, Response]:
         """Send the request, wait for the response head; retry once on a stale connection."""
@@ -214,14 +217,14 @@ class Forwarder:
             raise UpstreamUnavailable("the upstream used a transfer coding other than chunked")
         return response
 
-    def _respond(
+    def respond(
         self,
         upstream: Upstream,
         sock: socket.socket,
         response: Response,
         start_response: StartResponse,
     ) -> Iterable[bytes]:
-        headers = self._response_headers(upstream, response)
+        headers = self.response_headers(upstream, response)
         status = response.status
         reason = response.reason or _phrase(status)
         sock.settimeout(upstream.read_timeout)
@@ -248,9 +251,9 @@ class Forwarder:
             start_response(f"{status} {reason}", headers)
             return [first] if first else []
         start_response(f"{status} {reason}", headers)
-        return _StreamedBody(upstream, sock, response, first)
+        return _StreamedBody(upstream, sock, response, first, self.metrics)
 
-    def _response_headers(self, upstream: Upstream, response: Response) -> list[tuple[str, str]]:
+    def response_headers(self, upstream: Upstream, response: Response) -> list[tuple[str, str]]:
         connection_listed = response.connection_tokens
         headers: list[tuple[str, str]] = []
         for (name, value), lower in zip(response.headers, response.lower_names, strict=True):
@@ -299,16 +302,24 @@ class _StreamedBody:
     client disconnected, which is what releases the upstream connection.
     """
 
-    __slots__ = ("_done", "_first", "_response", "_sock", "_upstream")
+    __slots__ = ("_done", "_first", "_metrics", "_response", "_sock", "_upstream")
 
     def __init__(
-        self, upstream: Upstream, sock: socket.socket, response: Response, first: bytes = b""
+        self,
+        upstream: Upstream,
+        sock: socket.socket,
+        response: Response,
+        first: bytes = b"",
+        metrics: Metrics | None = None,
     ) -> None:
         self._upstream = upstream
         self._sock = sock
         self._response = response
         self._first = first  # body bytes already read
         self._done = False
+        self._metrics = metrics
+        if metrics is not None:
+            metrics.add("open_streams", 1)
 
     def __iter__(self) -> Iterator[bytes]:
         response = self._response
@@ -334,6 +345,9 @@ class _StreamedBody:
         raise UpstreamBroken(reason)
 
     def close(self) -> None:
+        if self._metrics is not None:
+            self._metrics.add("open_streams", -1)
+            self._metrics = None
         if self._done:
             _finish(self._upstream, self._sock, self._response)
         else:

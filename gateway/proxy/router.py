@@ -29,6 +29,9 @@ class Route:
         self.public = settings.public
         self.allow = AllowList(settings.allow) if settings.allow is not None else None
         self.upstream = Upstream(settings)
+        #: Page origins, besides ``public_url``'s, that may open a WebSocket here.
+        self.websocket_origins = frozenset(settings.websocket_origins)
+        self.websocket_idle_timeout = settings.websocket_idle_timeout
 
     def forwarded_target(self, target: str) -> str:
         """The request target for the upstream: ``strip_prefix`` removes the prefix."""

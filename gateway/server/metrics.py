@@ -1,11 +1,12 @@
-"""Prometheus counters for ``/_gateway/metrics``, summed over every worker process.
+"""Prometheus counters and gauges for ``/_gateway/metrics``, summed over every worker process.
 
 A scrape lands on one worker, but the numbers must cover all of them. The counters live in
 an anonymous shared memory map created by the gunicorn master before it forks: each worker
 gets a slot of its own (assigned by the master, so no two workers ever write the same
 slot) and only ever adds to it; a scrape sums the slots. A replaced worker takes over a
-free slot with its counts intact, so totals never go backwards. Outside gunicorn (the
-plain ``gateway.wsgi`` entry) there is simply one slot.
+free slot with its counts intact, so totals never go backwards; its gauges (what is open
+right now) start again from zero, since what the old worker held closed with it. Outside
+gunicorn (the plain ``gateway.wsgi`` entry) there is simply one slot.
 """
 
 from __future__ import annotations
@@ -31,8 +32,13 @@ COUNTERS: Final = (
     ("logins_total", "result", "denied"),
     ("logins_total", "result", "wechat_error"),
 )
+#: Gauges: what a worker holds open now (signed, one slot per worker like the counters).
+GAUGES: Final = ("open_websockets", "open_streams")
 _INDEX: Final = {(name, value): i for i, (name, _, value) in enumerate(COUNTERS)}
+_GAUGE_INDEX: Final = {name: i for i, name in enumerate(GAUGES)}
 _HELP: Final = {
+    "open_websockets": "WebSocket tunnels open now.",
+    "open_streams": "Streamed responses in progress (server-sent events, large or slow bodies).",
     "requests_total": "Requests handled, by what the gateway did with them.",
     "upstream_errors_total": "Requests the upstream failed (502 unavailable, 504 timeout).",
     "logins_total": "Login callbacks, by result.",
@@ -52,6 +58,9 @@ class Metrics:
         self.slots = slots
         self._memory = mmap.mmap(-1, slots * _WIDTH * 8)
         self._view = memoryview(self._memory).cast("Q")
+        self._gauge_memory = mmap.mmap(-1, slots * len(GAUGES) * 8)
+        self._gauges = memoryview(self._gauge_memory).cast("q")
+        self._gauge_offset = 0
         self._free = list(range(slots - 1, -1, -1))
         self._offset = 0
         self._lock = threading.Lock() if threaded else None
@@ -63,6 +72,10 @@ class Metrics:
         return self._free.pop() if self._free else self.slots - 1
 
     def release_slot(self, slot: int) -> None:
+        """The worker is gone, and with it everything it held open."""
+        base = slot * len(GAUGES)
+        for i in range(len(GAUGES)):
+            self._gauges[base + i] = 0
         if slot not in self._free:
             self._free.append(slot)
 
@@ -70,6 +83,7 @@ class Metrics:
 
     def use_slot(self, slot: int) -> None:
         self._offset = slot * _WIDTH
+        self._gauge_offset = slot * len(GAUGES)
 
     def inc(self, name: str, label_value: str) -> None:
         index = self._offset + _INDEX[(name, label_value)]
@@ -78,6 +92,21 @@ class Metrics:
             return
         with self._lock:
             self._view[index] += 1
+
+    def add(self, gauge: str, delta: int) -> None:
+        """Move a gauge of this worker by ``delta`` (+1 when something opens, -1 when it ends)."""
+        index = self._gauge_offset + _GAUGE_INDEX[gauge]
+        if self._lock is None:
+            self._gauges[index] += delta
+            return
+        with self._lock:
+            self._gauges[index] += delta
+
+    def gauge(self, gauge: str) -> int:
+        """A gauge summed over every worker."""
+        width = len(GAUGES)
+        index = _GAUGE_INDEX[gauge]
+        return sum(self._gauges[slot * width + index] for slot in range(self.slots))
 
     def render(self) -> bytes:
         totals = [0] * _WIDTH
@@ -95,4 +124,9 @@ class Metrics:
                 lines.append(f"# HELP {metric} {_HELP[name]}")
                 lines.append(f"# TYPE {metric} counter")
             lines.append(f'{metric}{{{label}="{value}"}} {total}')
+        for name in GAUGES:
+            metric = _PREFIX + name
+            lines.append(f"# HELP {metric} {_HELP[name]}")
+            lines.append(f"# TYPE {metric} gauge")
+            lines.append(f"{metric} {max(0, self.gauge(name))}")
         return ("\n".join(lines) + "\n").encode()

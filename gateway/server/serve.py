@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import resource
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 
 # The worker class gunicorn runs for each server.worker_class (others run as named).
 _WORKERS = {"gevent": "gateway.server.worker.GatewayWorker"}
+# Seconds past server.graceful_timeout before gunicorn kills a stopping worker.
+_CLOSING_ROOM = 5
 # Query parameters that must never reach a log line: OAuth codes and states, tokens, secrets.
 _SENSITIVE_PARAMS = ("code", "state", "token", "secret", "password", "ticket", "key", "sig")
 
@@ -140,7 +143,9 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
             "threads": server.threads,
             "worker_connections": server.worker_connections,
             "keepalive": math.ceil(server.keepalive),
-            "graceful_timeout": math.ceil(server.graceful_timeout),
+            # The worker closes open WebSockets (1001) at server.graceful_timeout itself;
+            # gunicorn's own deadline (then SIGKILL) leaves room for their close handshakes.
+            "graceful_timeout": math.ceil(server.graceful_timeout) + _CLOSING_ROOM,
             "timeout": 30,
             "limit_request_line": server.limit_request_line,
             "limit_request_fields": server.limit_request_fields,
@@ -189,6 +194,41 @@ def _close_gateway(server: Any, worker: Any) -> None:
         close()
 
 
+#: File descriptors a worker needs besides two per connection (a WebSocket or a proxied
+#: request holds the client's and the upstream's): listeners, logs, the state store, pools.
+_SPARE_FILES = 256
+
+
+def raise_open_files_limit(worker_connections: int) -> str | None:
+    """Raise this process's soft limit on open files (inherited by the workers) to what
+    ``worker_connections`` needs, within the hard limit. A warning when that is too low."""
+    needed = 2 * worker_connections + _SPARE_FILES
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return None
+    unlimited = hard == resource.RLIM_INFINITY
+    target = needed if unlimited else min(hard, max(soft, needed))
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (OSError, ValueError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        return (
+            f"open files limit is {soft} (hard limit {hard}), below the {needed} that"
+            f" server.worker_connections: {worker_connections} needs (two per connection);"
+            " raise the hard limit (ulimit -Hn, systemd LimitNOFILE=, docker --ulimit nofile=)"
+            " or lower worker_connections"
+        )
+    return None
+
+
 def serve(settings: Settings) -> None:
     """Run until stopped (SIGTERM / SIGINT stop gracefully within server.graceful_timeout)."""
+    configure_logging(settings.server.log_level)
+    problem = raise_open_files_limit(settings.server.worker_connections)
+    if problem is not None:
+        logging.getLogger("gateway").warning("%s", problem)
     GatewayServer(settings).run()

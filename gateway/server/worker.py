@@ -30,6 +30,7 @@ from gunicorn.http import wsgi
 from gunicorn.workers.ggevent import GeventWorker
 
 from gateway.http.sockets import send_all
+from gateway.proxy.tunnel import TAKEOVER_KEY, TakenOver
 
 
 class _Clock:
@@ -136,6 +137,13 @@ class GatewayWorker(GeventWorker):  # type: ignore[misc]
         self.cfg = _SettledConfig(self.cfg)
         super().init_process()
 
+    def handle_exit(self, sig: Any, frame: Any) -> None:
+        """SIGTERM: stop accepting; open WebSockets get ``server.graceful_timeout``."""
+        super().handle_exit(sig, frame)
+        stopping = getattr(self.wsgi, "stopping", None)
+        if callable(stopping):
+            stopping()
+
     def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> bool | None:
         """gunicorn's ``AsyncWorker.handle_request`` (27.0), with ``GatewayResponse``."""
         request_start = datetime.now()
@@ -147,6 +155,9 @@ class GatewayWorker(GeventWorker):  # type: ignore[misc]
                 req, sock, addr, listener_name, self.cfg, response_class=GatewayResponse
             )
             environ["wsgi.multithread"] = True
+            # The connection may become a WebSocket tunnel: the app takes it over with
+            # whatever the client sent after its handshake (``gateway.proxy.tunnel``).
+            environ[TAKEOVER_KEY] = req.unreader
             self.nr += 1
             if self.nr >= self.max_requests and self.alive:
                 self.log.info("Autorestarting worker after current request.")
@@ -154,6 +165,11 @@ class GatewayWorker(GeventWorker):  # type: ignore[misc]
             if not self.alive or not self.cfg.keepalive:
                 resp.force_close()
             respiter = self.wsgi(environ, resp.start_response)
+            if type(respiter) is TakenOver:
+                # A tunnel, over: nothing more to write, and the connection is done.
+                resp.status, resp.sent = respiter.status, respiter.sent
+                self.log.access(resp, req, environ, datetime.now() - request_start)
+                raise StopIteration()
             if self.is_already_handled(respiter):
                 return False
             try:

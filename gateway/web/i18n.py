@@ -109,6 +109,11 @@ ERRORS_ZH: Final[Mapping[str, ErrorText]] = {
     "NotFound": ErrorText("页面不存在", "请检查地址是否正确。"),
     "MethodNotAllowed": ErrorText("不支持的请求方式", "此地址不接受这种请求。"),
     "PayloadTooLarge": ErrorText("请求内容过大", "请减少提交的内容后重试。"),
+    "UpgradeRequired": ErrorText("需要升级协议", "请使用第 13 版的实时连接协议。"),
+    "CrossSiteWebSocket": ErrorText("禁止访问", "此实时连接由其他网站的页面发起。"),
+    "WebSocketUnsupported": ErrorText(
+        "不支持此功能", "当前的工作进程类型不支持实时连接，请联系管理员。"
+    ),
     "RequestBodyError": ErrorText("请求内容无效", "无法读取请求内容，请重试。"),
     "ClientAborted": ErrorText("请求已中断", "请求内容未发送完整，请重试。"),
     "ClientBodyTimeout": ErrorText("请求超时", "请求内容发送过慢，请重试。"),

@@ -1089,3 +1089,32 @@ def test_the_longest_durations_are_accepted() -> None:
 def test_parse_duration_refuses_what_no_clock_can_add(value: object) -> None:
     with pytest.raises(ValueError, match="must"):
         parse_duration(value)
+
+
+def test_websocket_settings_of_an_upstream() -> None:
+    defaults = parse(minimal()).upstreams[0]
+    assert defaults.websocket_origins == ()
+    assert defaults.websocket_idle_timeout == 3600
+    upstream = {
+        "prefix": "/",
+        "url": "http://127.0.0.1:8080",
+        "websocket_origins": ["HTTPS://Tools.Example.com:443", "http://localhost:3000"],
+        "websocket_idle_timeout": "0s",
+    }
+    settings = parse(minimal(upstreams=[upstream])).upstreams[0]
+    assert settings.websocket_origins == ("https://tools.example.com", "http://localhost:3000")
+    assert settings.websocket_idle_timeout == 0
+
+
+@pytest.mark.parametrize(
+    "origin", ["https://tools.example.com/path", "ws://tools.example.com", "null", "*", ""]
+)
+def test_a_websocket_origin_must_be_an_origin(origin: str) -> None:
+    upstream = {"prefix": "/", "url": "http://127.0.0.1:8080", "websocket_origins": [origin]}
+    found = problems(minimal(upstreams=[upstream]))
+    assert mentions(found, "upstreams[0].websocket_origins[0]", "origin"), found
+
+
+def test_capacity_defaults_hold_ten_thousand_connections() -> None:
+    server = parse(minimal()).server
+    assert server.workers * server.worker_connections >= 10_000
