@@ -43,7 +43,7 @@ from gateway.config.settings import (
     UpstreamSettings,
     WeChatSettings,
 )
-from gateway.state.redis import check_redis_settings
+from gateway.state.redis_settings import check_redis_settings
 
 _WORKER_CLASSES = ("gevent", "gthread")
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")

@@ -13,7 +13,6 @@ import time
 from typing import TYPE_CHECKING
 
 from gateway.config.fields import sqlite_path
-from gateway.state.redis import RedisStore
 from gateway.state.sqlite import SqliteStore
 
 if TYPE_CHECKING:
@@ -30,6 +29,8 @@ def open_store(
     in the process that uses it (a worker, after the fork)."""
     if settings.url.startswith("sqlite:"):
         return SqliteStore(sqlite_path(settings.url), session_max_age=session_max_age, clock=clock)
+    from gateway.state.redis import RedisStore  # noqa: PLC0415 - redis-py only where it is used
+
     sentinel = settings.sentinel
     return RedisStore(
         settings.url,
