@@ -3,22 +3,30 @@
 Three things start in one process tree:
 
 - the built-in WeChat simulator (QR page, test identities, the ``/sns/`` API);
-- a sample upstream app that shows the identity headers it received;
+- a sample upstream app that shows the identity headers it received, with a live
+  WebSocket panel: its ``/ws`` is a small WebSocket server of its own (a second upstream
+  entry) that echoes what the user types and pushes a clock tick every second, each
+  message naming the user it read from the upgrade request's identity headers;
 - the gateway itself, on gunicorn exactly as ``serve`` runs it, in front of the app.
 
-The simulator and the sample app run on threads of the gunicorn master; the gateway's
-worker is forked from it and talks to both over loopback sockets like it would to the
-real WeChat and a real app.
+The simulator and the sample app's two servers run on threads of the gunicorn master; the
+gateway's worker is forked from it and talks to them over loopback sockets like it would
+to the real WeChat and a real app.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import secrets
 import threading
+import time
 from html import escape
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.server import Server, ServerConnection, serve
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from gateway.config import (
@@ -38,6 +46,8 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 _IDENTITY = (OPENID, UNIONID, APPID, NICKNAME, AVATAR)
+#: The sample app's WebSocket, served by its own small server behind a second upstream entry.
+LIVE_PATH = "/ws"
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -50,6 +60,7 @@ table {{ border-collapse: collapse; width: 100%; }} th {{ white-space: nowrap; }
 th, td {{ text-align: left; padding: .4rem .6rem; border-bottom: 1px solid #ddd;
   vertical-align: top; }}
 td {{ overflow-wrap: anywhere; }} code {{ font-size: .85em; }} img {{ border-radius: 8px; }}
+input, button {{ font: inherit; padding: .3rem .6rem; }} #ws-input {{ width: 60%; }}
 </style></head>
 <body>
 <h1 id="greeting">Hello, {nickname}!</h1>
@@ -60,9 +71,62 @@ identity headers the gateway added to the request.</p>
 {rows}
 </table>
 <p>You asked for <code id="path">{path}</code>.</p>
+<h2>Live WebSocket</h2>
+<p>This panel talks to the app over a WebSocket (<code>{live_path}</code>), opened through the
+gateway with the same sign-in: the app reads who you are from the identity headers of the
+upgrade request. It echoes what you send and ticks every second; sign out in another tab
+and the gateway closes it.</p>
+<table>
+<tr><th>Status</th><td id="ws-status">connecting&hellip;</td></tr>
+<tr><th>Clock</th><td id="ws-clock"><em>no tick yet</em></td></tr>
+</table>
+<form id="ws-form" data-path="{live_path}"><p><input id="ws-input" autocomplete="off"
+placeholder="Say something" aria-label="Message"> <button id="ws-send">Send</button></p></form>
+<ul id="ws-log"></ul>
 <p><a href="/_gateway/userinfo">/_gateway/userinfo</a> &middot;
 <a id="logout" href="/_gateway/logout">Sign out</a></p>
+<script>{script}</script>
 </body></html>
+"""
+
+# The live panel's script, inserted whole (not through str.format). The WebSocket is opened
+# on the page's own origin, so it goes through the gateway like the page did.
+_LIVE_SCRIPT = """
+(function () {
+  var status = document.getElementById("ws-status");
+  var clock = document.getElementById("ws-clock");
+  var log = document.getElementById("ws-log");
+  var input = document.getElementById("ws-input");
+  var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+  var form = document.getElementById("ws-form");
+  var ws = new WebSocket(scheme + location.host + form.getAttribute("data-path"));
+  var opened = false;
+  ws.onopen = function () { opened = true; status.textContent = "connected"; };
+  ws.onmessage = function (event) {
+    var message = JSON.parse(event.data);
+    if (message.kind === "hello") {
+      status.textContent = "connected as " + message.nickname;
+    } else if (message.kind === "tick") {
+      clock.textContent = message.time + " (for " + message.nickname + ")";
+    } else if (message.kind === "echo") {
+      var item = document.createElement("li");
+      item.textContent = message.nickname + " said: " + message.text;
+      log.insertBefore(item, log.firstChild);
+    }
+  };
+  ws.onclose = function (event) {
+    status.textContent = opened
+      ? "closed (" + event.code + (event.reason ? ": " + event.reason : "") + ")"
+      : "could not connect: open this page through the gateway";
+  };
+  form.onsubmit = function (event) {
+    event.preventDefault();
+    if (ws.readyState === WebSocket.OPEN && input.value) {
+      ws.send(input.value);
+      input.value = "";
+    }
+  };
+})();
 """
 
 
@@ -76,7 +140,13 @@ def sample_app(environ: WSGIEnvironment, start_response: StartResponse) -> Itera
         rows.append(f"<tr><th>{escape(name)}</th>{cell}</tr>")
     nickname = unquote(environ.get("HTTP_X_WECHAT_NICKNAME", "stranger"))
     path = environ.get("RAW_URI") or environ.get("PATH_INFO", "/")
-    body = _PAGE.format(nickname=escape(nickname), rows="\n".join(rows), path=escape(path))
+    body = _PAGE.format(
+        nickname=escape(nickname),
+        rows="\n".join(rows),
+        path=escape(path),
+        live_path=LIVE_PATH,
+        script=_LIVE_SCRIPT,
+    )
     data = body.encode("utf-8")
     start_response(
         "200 OK",
@@ -96,7 +166,52 @@ def _start_sample_app() -> BaseWSGIServer:
     return server
 
 
-def demo_settings(port: int, simulator_url: str, app_url: str, simulator: Simulator) -> Settings:
+def live_socket(connection: ServerConnection) -> None:
+    """The sample app's WebSocket: the user it was opened for, echoes, a tick a second.
+
+    Like the page, it has no login of its own: the user is whoever the identity headers
+    of the upgrade request (added by the gateway) name.
+    """
+    assert connection.request is not None  # the handshake is done before the handler runs
+    headers = connection.request.headers
+    who = {
+        "nickname": unquote(headers.get(NICKNAME, "stranger")),
+        "openid": headers.get(OPENID),
+    }
+
+    def send(kind: str, **fields: str) -> None:
+        connection.send(json.dumps({"kind": kind, **who, **fields}, ensure_ascii=False))
+
+    try:
+        send("hello")
+        next_tick = time.monotonic()
+        while True:
+            try:
+                message = connection.recv(timeout=max(0.0, next_tick - time.monotonic()))
+            except TimeoutError:
+                send("tick", time=time.strftime("%H:%M:%S"))
+                next_tick = max(next_tick + 1.0, time.monotonic())  # no burst after a stall
+                continue
+            text = message if isinstance(message, str) else message.decode("utf-8", "replace")
+            send("echo", text=text[:1000])
+    except ConnectionClosed:
+        return
+
+
+def _start_live_socket() -> Server:
+    # Its own logs stay quiet: the gateway's access log shows each tunnel (status 101).
+    quiet = logging.getLogger("gateway.demo.live")
+    quiet.setLevel(logging.CRITICAL)
+    server = serve(live_socket, "127.0.0.1", 0, logger=quiet)
+    threading.Thread(target=server.serve_forever, name="sample-live", daemon=True).start()
+    return server
+
+
+def demo_settings(
+    port: int, simulator_url: str, app_url: str, live_url: str, simulator: Simulator
+) -> Settings:
+    """The gateway in front of the sample app (``app_url``) and, at ``/ws``, its WebSocket
+    server (``live_url``), with the simulator as WeChat."""
     website = next(app for app in simulator.apps if app.kind == "website")
     official = next(app for app in simulator.apps if app.kind == "official_account")
     return Settings(
@@ -112,7 +227,10 @@ def demo_settings(port: int, simulator_url: str, app_url: str, simulator: Simula
             official_account=OfficialAccountSettings(official.app_id, official.app_secret),
         ),
         session=SessionSettings(secret=secrets.token_urlsafe(32), secure=False),
-        upstreams=(UpstreamSettings(prefix="/", url=app_url),),
+        upstreams=(
+            UpstreamSettings(prefix="/", url=app_url),
+            UpstreamSettings(prefix=LIVE_PATH, url=live_url),
+        ),
         server=ServerSettings(bind=f"127.0.0.1:{port}", workers=1),
     )
 
@@ -123,16 +241,25 @@ def run_demo(port: int) -> None:
     simulator = Simulator.default()
     wechat = SimulatorServer(simulator).start()
     app = _start_sample_app()
-    settings = demo_settings(port, wechat.url, f"http://127.0.0.1:{app.server_port}", simulator)
+    live_port = _start_live_socket().socket.getsockname()[1]
+    settings = demo_settings(
+        port,
+        wechat.url,
+        f"http://127.0.0.1:{app.server_port}",
+        f"http://127.0.0.1:{live_port}",
+        simulator,
+    )
     print(
         f"""
 wechat-gateway demo
   WeChat simulator  {wechat.url}
   sample app        http://127.0.0.1:{app.server_port}   (no login of its own)
+  sample WebSocket  ws://127.0.0.1:{live_port}     (the app's {LIVE_PATH}: echo and clock)
   gateway           {settings.public_url}
 
 Open {settings.public_url}/ in your browser, then pick a test identity on the
-simulated WeChat QR page. Press Ctrl+C to stop.
+simulated WeChat QR page. The page's live panel talks to the app over a WebSocket,
+through the gateway. Press Ctrl+C to stop.
 """,
         flush=True,
     )

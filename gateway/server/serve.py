@@ -226,7 +226,8 @@ def raise_open_files_limit(worker_connections: int) -> str | None:
 
 
 def serve(settings: Settings) -> None:
-    """Run until stopped (SIGTERM / SIGINT stop gracefully within server.graceful_timeout)."""
+    """Run until stopped: SIGTERM stops gracefully within server.graceful_timeout (SIGINT,
+    SIGQUIT at once)."""
     configure_logging(settings.server.log_level)
     problem = raise_open_files_limit(settings.server.worker_connections)
     if problem is not None:

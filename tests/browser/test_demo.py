@@ -6,14 +6,22 @@ lands back on the page it asked for with the identity headers shown, signs out, 
 sent to WeChat again. Screenshots of the QR and identity pages are kept in the test's tmp
 directory; set ``WECHAT_GATEWAY_SCREENSHOTS=DIR`` to also write them to ``DIR`` (the
 README's are ``docs/screenshots``).
+
+The sample page's live panel opens a WebSocket through the gateway to the sample app's
+``/ws``: it must say whom the app saw in the upgrade request, tick, echo what is typed, be
+counted by ``/_gateway/metrics``, and be closed by the gateway (1008) on a sign-out in
+another tab.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +37,9 @@ TARGET = "/welcome?from=browser-test"
 USER = "zhangsan"
 NICKNAME_SHOWN = "张三🚀"  # "张三\x14🚀" with the control character removed
 SESSION_COOKIE = "wechat_gateway"
+
+
+OPEN_WEBSOCKETS = re.compile(r"^wechat_gateway_open_websockets (\d+)$", re.MULTILINE)
 
 
 def _sim_users(simulator_url: str) -> Any:
@@ -54,7 +65,7 @@ def _on_qr_page(browser: ChromiumBrowser, demo: DemoProcess) -> None:
     query = dict(part.split("=", 1) for part in urlsplit(driver.current_url).query.split("&"))
     assert query["redirect_uri"].startswith("http%3A%2F%2F127.0.0.1%3A"), query
     links = {
-        a.get_attribute("href").rsplit("user=", 1)[1]: a.text
+        (a.get_attribute("href") or "").rsplit("user=", 1)[1]: a.text
         for a in driver.find_elements(By.CSS_SELECTOR, "a.btn[href*='?user=']")
     }
     assert set(links) == {"alice", USER, "bob"}, links  # the snapshot user is not offered
@@ -123,3 +134,72 @@ def test_demo_from_first_page_to_identity_page_and_out(tmp_path: Path) -> None:
         Path(publish).mkdir(parents=True, exist_ok=True)
         for shot in (qr_shot, identity_shot):
             shutil.copyfile(shot, Path(publish) / shot.name)
+
+
+def _open_websockets(demo: DemoProcess) -> int:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(demo.url + "/_gateway/metrics", timeout=5) as reply:
+        found = OPEN_WEBSOCKETS.search(reply.read().decode())
+    assert found is not None
+    return int(found.group(1))
+
+
+def _poll_open_websockets(demo: DemoProcess, expected: Callable[[int], bool], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not expected(count := _open_websockets(demo)):
+        if time.monotonic() > deadline:
+            pytest.fail(f"open WebSockets: {count}, waiting for {what}", pytrace=False)
+        time.sleep(0.1)
+
+
+def _shown(browser: ChromiumBrowser, element_id: str, expected: Callable[[str], bool]) -> str:
+    """The text of ``#element_id`` once ``expected`` accepts it."""
+    from selenium.webdriver.common.by import By
+
+    def text(driver: Any) -> str | None:
+        found = driver.find_elements(By.ID, element_id)
+        value: str | None = found[0].text if found else None
+        return value if value is not None and expected(value) else None
+
+    shown = browser.wait(text, f"#{element_id} to change")
+    assert shown is not None
+    return shown
+
+
+def test_demo_live_websocket_panel(tmp_path: Path) -> None:
+    require_browser()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    with (
+        DemoProcess(free_port(), tmp_path) as demo,
+        chromium(tmp_path / "screenshots") as browser,
+    ):
+        driver = browser.driver
+        driver.get(demo.url + "/")
+        _on_qr_page(browser, demo)
+        driver.find_element(By.CSS_SELECTOR, f"a.btn[href$='?user={USER}']").click()
+        browser.wait_for_url(lambda url: url == demo.url + "/", "the sample app")
+
+        # Open, for the user the gateway named in the upgrade request's headers.
+        _shown(browser, "ws-status", lambda text: text == f"connected as {NICKNAME_SHOWN}")
+        tick = re.compile(rf"^\d\d:\d\d:\d\d \(for {NICKNAME_SHOWN}\)$")
+        first = _shown(browser, "ws-clock", lambda text: bool(tick.match(text)))
+        _shown(browser, "ws-clock", lambda text: bool(tick.match(text)) and text != first)
+        _poll_open_websockets(demo, lambda n: n == 1, "the panel's tunnel")
+
+        # What is typed goes to the app and comes back.
+        driver.find_element(By.ID, "ws-input").send_keys("你好, gateway", Keys.ENTER)
+        echo = browser.wait(lambda d: d.find_elements(By.CSS_SELECTOR, "#ws-log li"), "the echo")[0]
+        assert echo.text == f"{NICKNAME_SHOWN} said: 你好, gateway"
+        browser.screenshot("demo-websocket")
+
+        # Signed out in another tab: the gateway ends the panel's WebSocket with 1008.
+        app_tab = driver.current_window_handle
+        driver.switch_to.new_window("tab")
+        driver.get(demo.url + "/_gateway/logout")
+        heading = browser.wait(lambda d: d.find_elements(By.TAG_NAME, "h1"), "the heading")[0]
+        assert heading.text == "You are signed out"
+        driver.switch_to.window(app_tab)
+        _shown(browser, "ws-status", lambda text: text == "closed (1008: session ended)")
+        _poll_open_websockets(demo, lambda n: n == 0, "the tunnel to end")
