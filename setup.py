@@ -27,6 +27,8 @@ setup(
         "urllib3>=2.2,<3",
         "cachetools>=5.3,<9",
         "cryptography>=42,<50",
+        # Signs X-WeChat-Assertion (ES256); the keys themselves are cryptography's.
+        "PyJWT[crypto]>=2.8,<3",
         "PyYAML>=6.0,<7",
         "redis>=5,<7",
         "segno>=1.6,<2",
@@ -44,7 +46,9 @@ setup(
             "types-requests",
             "types-cachetools",
             # A real application with a WebSocket, run behind the gateway in Chromium.
-            "streamlit>=1.38,<2",
+            "streamlit>=1.67,<2",
+            # A real app with a reverse-proxy login mode, run behind the gateway (docs/recipes).
+            "Radicale>=3.2,<4",
         ],
     },
     entry_points={"console_scripts": ["wechat-gateway = gateway.cli:main"]},

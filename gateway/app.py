@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.auth.decision import Verdict
 from gateway.context import RequestContext
+from gateway.endpoints import WELL_KNOWN_JWKS_PATH
 from gateway.errors import (
     BadRequest,
     ClientAborted,
@@ -28,7 +29,6 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.http.target import request_target
-from gateway.identity.headers import identity_headers
 from gateway.proxy.websocket import websocket_handshake
 from gateway.state.base import StoreUnavailable
 from gateway.web.pages import error_response
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from gateway.auth.access import TrustedProxies
     from gateway.auth.decision import AccessDecision
     from gateway.endpoints import Endpoints
+    from gateway.identity.compose import Identity
     from gateway.login.flow import LoginFlow
     from gateway.proxy.forward import Forwarder
     from gateway.proxy.tunnel import WebSocketProxy
@@ -61,6 +62,7 @@ class Gateway:
         login: LoginFlow,
         forward: Forwarder,
         websocket: WebSocketProxy,
+        identity: Identity,
         endpoints: Endpoints,
         metrics: Metrics,
         branding: Branding,
@@ -71,6 +73,7 @@ class Gateway:
         self.login = login
         self.forward = forward
         self.websocket = websocket
+        self.identity = identity
         self.endpoints = endpoints
         self.metrics = metrics
         self.branding = branding
@@ -84,7 +87,7 @@ class Gateway:
             self.trusted_proxies.trusts(environ),
         )
         try:
-            if ctx.reserved:
+            if ctx.reserved or ctx.path == WELL_KNOWN_JWKS_PATH:
                 return self.endpoints(ctx, start_response)
             target = request_target(environ)
             host = environ.get("HTTP_HOST")
@@ -109,7 +112,11 @@ class Gateway:
                 return self.login.challenge(ctx, start_response, self.login.return_to(target, host))
             session = decision.session if verdict is not Verdict.ANONYMOUS else None
             self.metrics.inc("requests_total", "proxied" if session is not None else "public")
-            identity = identity_headers(session) if session is not None else ()
+            identity = (
+                self.identity.headers(session, route.audience, route.templates)
+                if session is not None
+                else ()
+            )
             if websocket:
                 return self.websocket(
                     environ, start_response, route, target, identity, session, decision.set_cookie

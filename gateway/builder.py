@@ -19,6 +19,9 @@ from gateway.auth.redirects import RedirectPolicy
 from gateway.auth.revocable import RevocableSessionStore
 from gateway.auth.session import CookieSessionStore, SessionCodec
 from gateway.endpoints import Endpoints
+from gateway.identity.assertion import AssertionSigner
+from gateway.identity.compose import Identity
+from gateway.identity.keys import FileKeys, StoredKeys
 from gateway.login.flow import LoginFlow
 from gateway.login.ledger import CallbackLedger
 from gateway.login.revalidation import Revalidator
@@ -78,10 +81,19 @@ def build_gateway(
         if session.revalidate is not None
         else None
     )
-    router = Router(Route(upstream) for upstream in settings.upstreams)
-    access = AccessDecision(
-        AccessPolicy(settings.access), router, sessions, revalidator, clock=clock
-    )
+    policy = AccessPolicy(settings.access)
+    router = Router(Route(upstream, policy.groups) for upstream in settings.upstreams)
+    access = AccessDecision(policy, router, sessions, revalidator, clock=clock)
+    keys: FileKeys | StoredKeys | None = None
+    signer = None
+    if settings.identity.assertion:
+        keys = (
+            FileKeys(settings.identity.signing_keys)
+            if settings.identity.signing_keys
+            else StoredKeys(state, codec, clock=clock)
+        )
+        signer = AssertionSigner(keys, issuer=settings.public_url, clock=clock)
+    identity = Identity(policy.groups, signer, settings.public_url)
     branding = Branding.from_settings(settings)
     login = LoginFlow(
         public_url=settings.public_url,
@@ -117,7 +129,8 @@ def build_gateway(
         login=login,
         forward=forward,
         websocket=WebSocketProxy(forward, tunnels, settings.public_url),
-        endpoints=Endpoints(access, login, metrics, state),
+        identity=identity,
+        endpoints=Endpoints(access, login, metrics, state, identity, keys),
         metrics=metrics,
         branding=branding,
         public_url=settings.public_url,

@@ -15,7 +15,7 @@ from gateway.errors import (
     NotAllowed,
     NotFound,
 )
-from gateway.identity.headers import clean_text, identity_headers
+from gateway.identity.headers import clean_text
 from gateway.login.flow import CALLBACK_PATH, LOGIN_PATH, LOGOUT_PATH
 from gateway.state.base import StoreUnavailable
 from gateway.web.pages import json_response, respond
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
     from gateway.auth.decision import AccessDecision
     from gateway.context import RequestContext
+    from gateway.identity.compose import Identity
+    from gateway.identity.keys import FileKeys, StoredKeys
     from gateway.login.flow import LoginFlow
     from gateway.server.metrics import Metrics
     from gateway.state.base import StateStore
@@ -38,18 +40,32 @@ AUTH_PATH = "/_gateway/auth"
 HEALTHZ_PATH = "/_gateway/healthz"
 READYZ_PATH = "/_gateway/readyz"
 METRICS_PATH = "/_gateway/metrics"
+JWKS_PATH = "/_gateway/jwks.json"
+#: The same document where JWT libraries look for it by convention; answered by the
+#: gateway, never proxied.
+WELL_KNOWN_JWKS_PATH = "/.well-known/jwks.json"
+#: Verifiers may cache the key set this long; a new key is published a week before it signs.
+_JWKS_MAX_AGE = 300
 
 
 class Endpoints:
     """Dispatches a ``/_gateway/`` request to its endpoint, by path and method."""
 
     def __init__(
-        self, access: AccessDecision, login: LoginFlow, metrics: Metrics, state: StateStore
+        self,
+        access: AccessDecision,
+        login: LoginFlow,
+        metrics: Metrics,
+        state: StateStore,
+        identity: Identity,
+        keys: FileKeys | StoredKeys | None,
     ) -> None:
         self.access = access
         self.login = login
         self.metrics = metrics
         self.state = state
+        self.identity = identity
+        self.keys = keys
         self.routes: dict[str, tuple[tuple[str, ...], Handler]] = {
             LOGIN_PATH: (("GET", "HEAD"), login.start),
             CALLBACK_PATH: (("GET",), self.callback),
@@ -59,6 +75,8 @@ class Endpoints:
             HEALTHZ_PATH: (("GET", "HEAD"), self.healthz),
             READYZ_PATH: (("GET", "HEAD"), self.readyz),
             METRICS_PATH: (("GET", "HEAD"), self.metrics_text),
+            JWKS_PATH: (("GET", "HEAD"), self.jwks),
+            WELL_KNOWN_JWKS_PATH: (("GET", "HEAD"), self.jwks),
         }
 
     def __call__(self, ctx: RequestContext, start_response: StartResponse) -> Iterable[bytes]:
@@ -113,7 +131,7 @@ class Endpoints:
         if decision.verdict is Verdict.FORBIDDEN:
             self.metrics.inc("requests_total", "forbidden")
             raise self.login.forbidden(decision)
-        headers = identity_headers(decision.session) if decision.session is not None else ()
+        headers = self.identity.headers(decision.session) if decision.session is not None else ()
         return respond(
             start_response,
             "200 OK",
@@ -138,6 +156,19 @@ class Endpoints:
             "avatar": session.avatar,
         }
         return json_response(ctx.environ, start_response, "200 OK", payload, extra)
+
+    def jwks(self, ctx: RequestContext, start_response: StartResponse) -> Iterable[bytes]:
+        """The public keys of every key that signed an assertion still valid (RFC 7517):
+        public, no session, cacheable for a few minutes. Without assertions, no keys."""
+        document = self.keys.jwks() if self.keys is not None else b'{"keys":[]}'
+        return respond(
+            start_response,
+            "200 OK",
+            document,
+            "application/jwk-set+json",
+            head_only=ctx.method == "HEAD",
+            cache_control=f"public, max-age={_JWKS_MAX_AGE}",
+        )
 
     def healthz(self, ctx: RequestContext, start_response: StartResponse) -> Iterable[bytes]:
         return respond(

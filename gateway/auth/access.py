@@ -1,7 +1,8 @@
 """Who may reach what: allow lists, public paths, API paths, CORS preflights, front proxies.
 
-``access.allow`` lists openids and unionids, and ``access.allow_file`` more of them, one per
-line (``#`` comments); with neither, any WeChat user is allowed. The file is re-read when it
+``access.allow`` lists openids, unionids and groups (``group:NAME``, see
+``gateway.identity.groups``), and ``access.allow_file`` more of them, one per line (``#``
+comments); with neither, any WeChat user is allowed. The file is re-read when it
 changes, without a restart, by every worker (each checks it at most once a second). A file
 that cannot be read allows nobody until it can: an allow list fails closed.
 ``upstreams[].allow`` replaces the global list for one upstream.
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from gateway.errors import BadRequest
 from gateway.http.paths import plain_path, policy_path
+from gateway.identity.groups import Groups
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -97,13 +99,26 @@ def parse_allow_file(text: str) -> frozenset[str]:
     return frozenset(ids)
 
 
-class AllowList:
-    """Allowed openids/unionids: fixed ones, plus a file watched for changes."""
+def _split_groups(entries: frozenset[str]) -> tuple[frozenset[str], frozenset[str]]:
+    """``group:NAME`` entries apart from the ids: (ids, group names)."""
+    names = frozenset(entry[6:] for entry in entries if entry.startswith("group:"))
+    if not names:
+        return entries, names
+    return frozenset(entry for entry in entries if not entry.startswith("group:")), names
 
-    def __init__(self, ids: Iterable[str], path: str | None = None) -> None:
-        self.ids = frozenset(ids)
+
+class AllowList:
+    """Allowed openids/unionids and groups (``group:NAME``): fixed ones, plus a file watched
+    for changes."""
+
+    def __init__(
+        self, ids: Iterable[str], path: str | None = None, groups: Groups | None = None
+    ) -> None:
+        self.ids, self.group_names = _split_groups(frozenset(ids))
+        self.groups = groups
         self.path = path
         self._file_ids: frozenset[str] = frozenset()
+        self._file_groups: frozenset[str] = frozenset()
         self._signature: tuple[int, int, int] | None = None
         self._checked = float("-inf")
         self._failing = False
@@ -112,7 +127,7 @@ class AllowList:
 
     @property
     def restricted(self) -> bool:
-        return bool(self.ids) or self.path is not None
+        return bool(self.ids) or bool(self.group_names) or self.path is not None
 
     def allows(self, session: Session) -> bool:
         if not self.restricted:
@@ -122,6 +137,10 @@ class AllowList:
         for identity in (session.openid, session.unionid):
             if identity and (identity in self.ids or identity in self._file_ids):
                 return True
+        if self.groups is not None and (self.group_names or self._file_groups):
+            for name in self.groups.of(session):
+                if name in self.group_names or name in self._file_groups:
+                    return True
         return False
 
     def _reload(self) -> None:
@@ -133,7 +152,7 @@ class AllowList:
             if signature == self._signature:
                 return
             with open(self.path, encoding="utf-8") as file:
-                self._file_ids = parse_allow_file(file.read())
+                self._file_ids, self._file_groups = _split_groups(parse_allow_file(file.read()))
             self._signature = signature
             self._failing = False
             log.info("allow file %s: %d ids", self.path, len(self._file_ids))
@@ -141,7 +160,7 @@ class AllowList:
             if not self._failing:
                 log.error("allow file %s unreadable, it allows no one: %s", self.path, exc)
             self._failing = True
-            self._file_ids = frozenset()
+            self._file_ids = self._file_groups = frozenset()
             self._signature = None
 
 
@@ -166,7 +185,8 @@ class TrustedProxies:
 
 class AccessPolicy:
     def __init__(self, settings: AccessSettings) -> None:
-        self.allow_list = AllowList(settings.allow, settings.allow_file)
+        self.groups = Groups(settings.groups, settings.groups_file)
+        self.allow_list = AllowList(settings.allow, settings.allow_file, self.groups)
         self.public = tuple(parse_public_rule(entry) for entry in settings.public)
         self.api_paths = settings.api_paths
         self.allow_preflight = settings.allow_preflight

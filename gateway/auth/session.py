@@ -223,6 +223,11 @@ class SessionCodec:
             # A repeated secret maps to the same id; the current key always wins.
             self._keys.setdefault(*_derive(previous))
 
+    @property
+    def key_id(self) -> bytes:
+        """The current key's 4-byte fingerprint (not secret: every token carries it)."""
+        return self._current_id
+
     def encode(self, session: Session) -> str:
         """Seal ``session`` into a cookie value that expires at ``session.expires_at``.
 

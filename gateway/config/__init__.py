@@ -19,6 +19,7 @@ from gateway.config.loader import (
 from gateway.config.settings import (
     AccessSettings,
     ConfigError,
+    IdentitySettings,
     LoginSettings,
     OfficialAccountSettings,
     SentinelSettings,
@@ -36,6 +37,7 @@ __all__ = [
     "ENV_CONFIG",
     "AccessSettings",
     "ConfigError",
+    "IdentitySettings",
     "LoginSettings",
     "OfficialAccountSettings",
     "SentinelSettings",

@@ -80,6 +80,10 @@ class UpstreamSettings:
     websocket_origins: tuple[str, ...] = ()
     #: A tunnel silent both ways this long is closed; 0 never.
     websocket_idle_timeout: float = 3600.0
+    #: Extra identity headers for this upstream: (name, template) pairs.
+    headers: tuple[tuple[str, str], ...] = ()
+    #: The ``aud`` of the assertions sent here; None: ``public_url``.
+    audience: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +94,18 @@ class AccessSettings:
     api_paths: tuple[str, ...] = ()
     allow_preflight: bool = True
     trusted_proxies: tuple[str, ...] = ()
+    #: Group name -> members (openid, unionid, ``wecom:USERID``, ``wecom-dept:ID``).
+    groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    groups_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IdentitySettings:
+    #: Send ``X-WeChat-Assertion`` (a signed JWT) with every request that has an identity.
+    assertion: bool = True
+    #: PEM files of EC P-256 private keys: the first signs, all are published. Empty: keys
+    #: generated and kept (sealed) in the state store, rotated every week.
+    signing_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,3 +150,4 @@ class Settings:
     login: LoginSettings = LoginSettings()
     redirect_domains: tuple[str, ...] = ()
     state: StateSettings = StateSettings()
+    identity: IdentitySettings = IdentitySettings()

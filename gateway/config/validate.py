@@ -33,6 +33,7 @@ from gateway.config.fields import (
 from gateway.config.settings import (
     AccessSettings,
     ConfigError,
+    IdentitySettings,
     LoginSettings,
     OfficialAccountSettings,
     SentinelSettings,
@@ -43,6 +44,9 @@ from gateway.config.settings import (
     UpstreamSettings,
     WeChatSettings,
 )
+from gateway.identity.groups import parse_groups, read_groups_file
+from gateway.identity.keys import load_key_file
+from gateway.identity.templates import check_header_name, parse_template
 from gateway.state.redis_settings import check_redis_settings
 
 _WORKER_CLASSES = ("gevent", "gthread")
@@ -199,6 +203,7 @@ _TOP_KEYS = (
     "login",
     "redirect_domains",
     "state",
+    "identity",
 )
 _SERVER_KEYS = tuple(ServerSettings.__dataclass_fields__)
 _WECHAT_KEYS = tuple(WeChatSettings.__dataclass_fields__)
@@ -206,6 +211,7 @@ _OA_KEYS = tuple(OfficialAccountSettings.__dataclass_fields__)
 _SESSION_KEYS = tuple(SessionSettings.__dataclass_fields__)
 _UPSTREAM_KEYS = tuple(UpstreamSettings.__dataclass_fields__)
 _ACCESS_KEYS = tuple(AccessSettings.__dataclass_fields__)
+_IDENTITY_KEYS = tuple(IdentitySettings.__dataclass_fields__)
 _LOGIN_KEYS = tuple(LoginSettings.__dataclass_fields__)
 _STATE_KEYS = tuple(StateSettings.__dataclass_fields__)
 
@@ -234,6 +240,8 @@ def validate(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
     access = _validate_access(top.section("access", _ACCESS_KEYS))
     login = _validate_login(top.section("login", _LOGIN_KEYS))
     state = _validate_state(top.section("state", _STATE_KEYS))
+    identity = _validate_identity(top.section("identity", _IDENTITY_KEYS))
+    _check_group_references(access, upstreams, problems)
     redirect_domains = top.string_list("redirect_domains")
     for i, entry in enumerate(redirect_domains):
         problem = check_redirect_domain(entry)
@@ -253,7 +261,33 @@ def validate(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
         login=login,
         redirect_domains=redirect_domains,
         state=state,
+        identity=identity,
     )
+
+
+def _validate_identity(section: _Section) -> IdentitySettings:
+    paths = section.string_list("signing_keys")
+    for i, path in enumerate(paths):
+        try:
+            load_key_file(path)
+        except ValueError as exc:
+            section.problems.append(f"{section.key_path('signing_keys')}[{i}]: {path}: {exc}")
+    return IdentitySettings(assertion=section.boolean("assertion", True), signing_keys=paths)
+
+
+def _check_group_references(
+    access: AccessSettings, upstreams: tuple[UpstreamSettings, ...], problems: list[str]
+) -> None:
+    """``group:NAME`` in an allow list must name a group, unless a groups file may add it."""
+    if access.groups_file is not None:
+        return
+    known = {name for name, _ in access.groups}
+    lists = [("access.allow", access.allow)]
+    lists += [(f"upstreams[{i}].allow", u.allow or ()) for i, u in enumerate(upstreams)]
+    for where, entries in lists:
+        for j, entry in enumerate(entries):
+            if entry.startswith("group:") and entry[6:] not in known:
+                problems.append(f"{where}[{j}]: no group {entry[6:]!r} in access.groups")
 
 
 def _validate_state(section: _Section) -> StateSettings:
@@ -352,6 +386,26 @@ def _validate_access(section: _Section) -> AccessSettings:
     allow_file = section.string("allow_file", "") or None
     if allow_file is not None and not os.path.isfile(allow_file):
         section.problem("allow_file", "file not found")
+    groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    try:
+        raw_groups = section.raw("groups")
+        parse_groups(raw_groups, section.key_path("groups"))
+        if isinstance(raw_groups, dict):
+            groups = tuple((name, tuple(map(str, m or ()))) for name, m in raw_groups.items())
+    except ValueError as exc:
+        section.problems.extend(str(exc).splitlines())
+    groups_file = section.string("groups_file", "") or None
+    if groups_file is not None:
+        try:
+            read_groups_file(groups_file)
+        except FileNotFoundError:
+            section.problem("groups_file", "file not found")
+        except (OSError, UnicodeDecodeError) as exc:
+            section.problem("groups_file", f"cannot be read ({exc})")
+        except ValueError as exc:
+            section.problems.extend(
+                f"{section.key_path('groups_file')}: {line}" for line in str(exc).splitlines()
+            )
     return AccessSettings(
         allow=section.string_list("allow"),
         allow_file=allow_file,
@@ -359,6 +413,8 @@ def _validate_access(section: _Section) -> AccessSettings:
         api_paths=api_paths,
         allow_preflight=section.boolean("allow_preflight", True),
         trusted_proxies=trusted,
+        groups=groups,
+        groups_file=groups_file,
     )
 
 
@@ -497,6 +553,33 @@ def _cookie_prefix_problems(
     return found
 
 
+def _validate_headers(section: _Section) -> tuple[tuple[str, str], ...]:
+    raw = section.raw("headers")
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        section.problem("headers", "must be a mapping of header name to template")
+        return ()
+    headers: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for name, template in raw.items():
+        where = f"{section.key_path('headers')}.{name}"
+        problem = check_header_name(str(name))
+        if problem is None and str(name).lower().replace("_", "-") in seen:
+            problem = "set twice (header names ignore case)"
+        if problem is not None:
+            section.problems.append(f"{where}: {problem}")
+            continue
+        seen.add(str(name).lower().replace("_", "-"))
+        try:
+            parse_template(template)
+        except ValueError as exc:
+            section.problems.append(f"{where}: {exc}")
+            continue
+        headers.append((str(name), template))
+    return tuple(headers)
+
+
 def _validate_upstreams(top: _Section) -> tuple[UpstreamSettings, ...]:
     raw = top.raw("upstreams")
     if raw is None:
@@ -547,6 +630,8 @@ def _validate_upstreams(top: _Section) -> tuple[UpstreamSettings, ...]:
                 allow=allow,
                 websocket_origins=tuple(origins),
                 websocket_idle_timeout=section.duration("websocket_idle_timeout", 3600.0),
+                headers=_validate_headers(section),
+                audience=section.string("audience", "") or None,
             )
         )
     return tuple(result)

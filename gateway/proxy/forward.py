@@ -97,6 +97,7 @@ class Forwarder:
             context,
             identity,
             body.framing,
+            route.drop_keys,
         )
         if body.empty:
             sock, response = self.exchange(upstream, method, head, None)

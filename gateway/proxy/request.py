@@ -179,6 +179,7 @@ def build_request_head(
     context: ForwardContext,
     identity: Iterable[tuple[str, str]],
     framing: str,
+    drop: frozenset[str] = frozenset(),
 ) -> bytes:
     """The request line and headers for the upstream.
 
@@ -198,7 +199,7 @@ def build_request_head(
         lines.append(f"Content-Type: {content_type}")
     for key, value in environ.items():
         plan = _plan(key)
-        if plan is None:
+        if plan is None or (drop and key in drop):
             continue
         name, lower = plan
         if lower in connection_listed:

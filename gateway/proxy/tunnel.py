@@ -377,6 +377,7 @@ class WebSocketProxy:
             forward.context,
             [*identity, ("Connection", "Upgrade"), ("Upgrade", "websocket")],
             "",
+            route.drop_keys,
         )
         sock, response = forward.exchange(upstream, "GET", head, None)
         if response.status != 101:

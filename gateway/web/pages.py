@@ -287,11 +287,12 @@ def respond(
     extra_headers: Iterable[tuple[str, str]] = (),
     *,
     head_only: bool = False,
+    cache_control: str = "no-store",
 ) -> list[bytes]:
     headers = [
         ("Content-Type", content_type),
         ("Content-Length", str(len(body))),
-        _NO_STORE,
+        ("Cache-Control", cache_control),
         ("X-Content-Type-Options", "nosniff"),
         *extra_headers,
     ]

@@ -50,7 +50,7 @@ from tests.helpers.support import (
     links,
     session_cookie,
 )
-from tests.helpers.upstreams import RawUpstream, Seen
+from tests.helpers.upstreams import RawUpstream, Seen, is_identity_header
 
 #: How long every worker may take to follow a changed allow file.
 RELOAD_BUDGET = 2.5
@@ -566,7 +566,7 @@ def _spoof_requests(port: int, path: str, cookie: str | None = None) -> Iterator
 def _wechat_headers(seen: Seen) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for name, value in seen.headers:
-        if name.lower().replace("_", "-").startswith("x-wechat-"):
+        if is_identity_header(name):
             found.setdefault(name, []).append(value)
     return found
 

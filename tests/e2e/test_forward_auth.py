@@ -35,7 +35,7 @@ from tests.helpers.support import (
     links,
     session_cookie,
 )
-from tests.helpers.upstreams import RawUpstream
+from tests.helpers.upstreams import RawUpstream, is_identity_header
 
 AUTH = "/_gateway/auth"
 
@@ -100,11 +100,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory, wechat_app: WeChat) -> Iterat
 
 
 def identity(reply: Reply) -> dict[str, str]:
-    return {
-        name: value
-        for name, value in reply.headers
-        if name.lower().replace("_", "-").startswith("x-wechat-")
-    }
+    return {name: value for name, value in reply.headers if is_identity_header(name)}
 
 
 # --- the three answers -------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from tests.helpers.support import (
     free_port,
     links,
 )
-from tests.helpers.upstreams import RawUpstream, Seen
+from tests.helpers.upstreams import RawUpstream, Seen, is_identity_header
 
 pytestmark = pytest.mark.slow
 
@@ -109,7 +109,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, wechat_app: WeChat) -> Iterat
 def wechat_headers(seen: Seen) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for name, value in seen.headers:
-        if name.lower().replace("_", "-").startswith("x-wechat-"):
+        if is_identity_header(name):
             found.setdefault(name.lower(), []).append(value)
     return found
 

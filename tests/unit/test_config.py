@@ -1118,3 +1118,74 @@ def test_a_websocket_origin_must_be_an_origin(origin: str) -> None:
 def test_capacity_defaults_hold_ten_thousand_connections() -> None:
     server = parse(minimal()).server
     assert server.workers * server.worker_connections >= 10_000
+
+
+def test_groups_headers_and_identity_settings(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = tmp_path / "signing.pem"
+    key.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    groups_file = tmp_path / "groups.yaml"
+    groups_file.write_text("ops: [oOps000000000000000000000001]\n")
+    config = minimal(
+        access={
+            "groups": {"finance": ["oAbc000000000000000000000001", "wecom:ZhangSan"]},
+            "groups_file": str(groups_file),
+            "allow": ["group:finance", "group:ops"],
+        },
+        identity={"signing_keys": [str(key)], "assertion": True},
+        upstreams=[
+            {
+                "prefix": "/",
+                "url": "http://127.0.0.1:8080",
+                "headers": {"X-WEBAUTH-USER": "{openid}", "X-WEBAUTH-NAME": "{nickname}"},
+                "audience": "grafana",
+                "allow": ["group:ops"],
+            }
+        ],
+    )
+    settings = parse(config)
+    assert settings.access.groups == (
+        ("finance", ("oAbc000000000000000000000001", "wecom:ZhangSan")),
+    )
+    assert settings.access.groups_file == str(groups_file)
+    assert settings.identity.signing_keys == (str(key),)
+    assert settings.upstreams[0].headers == (
+        ("X-WEBAUTH-USER", "{openid}"),
+        ("X-WEBAUTH-NAME", "{nickname}"),
+    )
+    assert settings.upstreams[0].audience == "grafana"
+    assert parse(minimal()).identity.assertion is True
+
+
+def test_identity_problems_are_named(tmp_path: Path) -> None:
+    bad_groups = tmp_path / "groups.yaml"
+    bad_groups.write_text("ops: [unclosed\n")
+    config = minimal(
+        access={"groups": {"finance": ["not a member"]}, "allow": ["group:nobody"]},
+        identity={"signing_keys": [str(tmp_path / "missing.pem")]},
+        upstreams=[
+            {
+                "prefix": "/",
+                "url": "http://127.0.0.1:8080",
+                "headers": {"X-WeChat-User": "{openid}", "X-Ok": "{secret}", "x-ok": "{openid}"},
+            }
+        ],
+    )
+    found = problems(config)
+    assert mentions(found, "access.groups.finance[0]", "openid or unionid"), found
+    assert mentions(found, "access.allow[0]", "no group 'nobody'"), found
+    assert mentions(found, "identity.signing_keys[0]", "file not found"), found
+    assert mentions(found, "upstreams[0].headers.X-WeChat-User", "gateway's own"), found
+    assert mentions(found, "upstreams[0].headers.X-Ok", "unknown field"), found
+    found = problems(minimal(access={"groups_file": str(bad_groups)}))
+    assert mentions(found, "access.groups_file", "not valid YAML"), found
+    found = problems(minimal(access={"groups_file": str(tmp_path / "nope.yaml")}))
+    assert mentions(found, "access.groups_file", "file not found"), found
