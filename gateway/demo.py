@@ -25,6 +25,7 @@ from html import escape
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
+import jwt
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import Server, ServerConnection, serve
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
@@ -37,6 +38,7 @@ from gateway.config import (
     UpstreamSettings,
     WeChatSettings,
 )
+from gateway.identity.compose import ASSERTION, GROUPS
 from gateway.identity.headers import APPID, AVATAR, NICKNAME, OPENID, UNIONID
 from gateway.simulator import Simulator, SimulatorServer
 
@@ -45,7 +47,7 @@ if TYPE_CHECKING:
 
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
-_IDENTITY = (OPENID, UNIONID, APPID, NICKNAME, AVATAR)
+_IDENTITY = (OPENID, UNIONID, APPID, NICKNAME, AVATAR, GROUPS)
 #: The sample app's WebSocket, served by its own small server behind a second upstream entry.
 LIVE_PATH = "/ws"
 
@@ -70,6 +72,9 @@ identity headers the gateway added to the request.</p>
 <tr><th>Header</th><th>Value as received</th></tr>
 {rows}
 </table>
+<p>Signed assertion (<code>X-WeChat-Assertion</code>), checked by this app against the
+gateway's <a href="/_gateway/jwks.json">JWKS</a>:
+<strong id="assertion" data-verified="{verified}">{assertion}</strong></p>
 <p>You asked for <code id="path">{path}</code>.</p>
 <h2>Live WebSocket</h2>
 <p>This panel talks to the app over a WebSocket (<code>{live_path}</code>), opened through the
@@ -130,8 +135,41 @@ _LIVE_SCRIPT = """
 """
 
 
+class AssertionCheck:
+    """What an app that verifies rather than trusts does with ``X-WeChat-Assertion``: the
+    signature against the gateway's JWKS (fetched once, again for an unknown ``kid``), the
+    algorithm pinned to ES256, issuer, audience and expiry (docs/verifying-identity.md)."""
+
+    def __init__(self, public_url: str) -> None:
+        self.public_url = public_url
+        self.keys = jwt.PyJWKClient(f"{public_url}/_gateway/jwks.json", cache_keys=True)
+
+    def __call__(self, token: str | None) -> tuple[bool, str]:
+        if not token:
+            return False, "no assertion received"
+        try:
+            key = self.keys.get_signing_key_from_jwt(token)
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=["ES256"],
+                audience=self.public_url,
+                issuer=self.public_url,
+            )
+        except jwt.PyJWTError as exc:
+            return False, f"not verified: {exc}"
+        left = int(claims["exp"] - time.time())
+        return True, f"verified: signed by the gateway for {claims['sub']}, valid {left} s more"
+
+
+_checks: list[AssertionCheck] = []
+
+
 def sample_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-    """An app with no login of its own: it shows the identity headers it received."""
+    """An app with no login of its own: it shows the identity headers it received, and
+    whether the gateway's signed assertion checks out (when the demo told it where)."""
+    token = environ.get("HTTP_" + ASSERTION.upper().replace("-", "_"))
+    verified, assertion = _checks[0](token) if _checks else (False, "not checked")
     rows = []
     for name in _IDENTITY:
         value = environ.get("HTTP_" + name.upper().replace("-", "_"))
@@ -144,6 +182,8 @@ def sample_app(environ: WSGIEnvironment, start_response: StartResponse) -> Itera
         nickname=escape(nickname),
         rows="\n".join(rows),
         path=escape(path),
+        verified="yes" if verified else "no",
+        assertion=escape(assertion),
         live_path=LIVE_PATH,
         script=_LIVE_SCRIPT,
     )
@@ -249,6 +289,7 @@ def run_demo(port: int) -> None:
         f"http://127.0.0.1:{live_port}",
         simulator,
     )
+    _checks[:] = [AssertionCheck(settings.public_url)]
     print(
         f"""
 wechat-gateway demo

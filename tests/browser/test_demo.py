@@ -106,7 +106,12 @@ def test_demo_from_first_page_to_identity_page_and_out(tmp_path: Path) -> None:
         assert cells["X-WeChat-UnionID"] == user["unionid"], cells
         assert cells["X-WeChat-Nickname"] == "%E5%BC%A0%E4%B8%89%F0%9F%9A%80", cells
         assert cells["X-WeChat-Avatar"] == user["avatar"], cells
+        assert cells["X-WeChat-Groups"] == "absent", cells  # the demo defines no groups
         assert driver.find_element(By.ID, "path").text == TARGET
+        # The app verified the gateway's signed assertion against its JWKS.
+        assertion = driver.find_element(By.ID, "assertion")
+        assert assertion.get_attribute("data-verified") == "yes", assertion.text
+        assert assertion.text.startswith(f"verified: signed by the gateway for {openid}")
 
         # The session cookie is there, but HttpOnly: page scripts cannot read it.
         cookie = driver.get_cookie(SESSION_COOKIE)
