@@ -30,6 +30,7 @@ from gateway.errors import (
 )
 from gateway.http.target import request_target
 from gateway.proxy.websocket import websocket_handshake
+from gateway.server.logs import choose_request_id, request_id
 from gateway.state.base import StoreUnavailable
 from gateway.web.pages import error_response
 
@@ -80,6 +81,11 @@ class Gateway:
         self.public_url = public_url
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        # One id for the request: in its log lines, to the app and back to the client.
+        rid = choose_request_id(environ.get("HTTP_X_REQUEST_ID"))
+        environ["gateway.request_id"] = rid
+        request_id.set(rid)
+        start_response = _adding_header(start_response, ("X-Request-ID", rid))
         ctx = RequestContext(
             environ,
             environ["REQUEST_METHOD"],

@@ -11,5 +11,5 @@ from gateway.config import load_settings
 from gateway.server.logs import configure_logging
 
 settings = load_settings()
-configure_logging(settings.server.log_level)
+configure_logging(settings.server.log_level, settings.server.log_format)
 application = build_gateway(settings)

@@ -34,6 +34,8 @@ class ServerSettings:
     limit_request_field_size: int = 8190
     access_log: bool = True
     log_level: str = "info"
+    #: ``text`` or ``json`` (one object per line), for every line the process writes.
+    log_format: str = "text"
 
 
 @dataclass(frozen=True, slots=True)

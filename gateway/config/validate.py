@@ -449,6 +449,7 @@ def _validate_server(section: _Section) -> ServerSettings:
         ),
         access_log=section.boolean("access_log", defaults.access_log),
         log_level=section.choice("log_level", defaults.log_level, _LOG_LEVELS),
+        log_format=section.choice("log_format", defaults.log_format, ("text", "json")),
     )
 
 

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.proxy")
 
 _STREAM_CHUNK = 256 * 1024
+_NOT_PASSED_BACK = frozenset({"content-length", "x-request-id"})
 # Methods a stale connection may make the gateway send twice (RFC 9110 9.2.2).
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
@@ -258,7 +259,8 @@ class Forwarder:
         connection_listed = response.connection_tokens
         headers: list[tuple[str, str]] = []
         for (name, value), lower in zip(response.headers, response.lower_names, strict=True):
-            if lower in HOP_BY_HOP or lower == "content-length" or lower in connection_listed:
+            # The gateway's own X-Request-ID goes back to the client, not the app's.
+            if lower in HOP_BY_HOP or lower in _NOT_PASSED_BACK or lower in connection_listed:
                 continue
             if lower == "location":
                 value = self._rewrite_location(upstream, value)

@@ -47,7 +47,15 @@ HOP_BY_HOP = frozenset(
 )
 # Request headers the gateway sets itself or answers at its own hop.
 _request_replaced = frozenset(
-    {"host", "expect", "content-length", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"}
+    {
+        "host",
+        "expect",
+        "content-length",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-request-id",
+    }
 )
 # Claims about the client or the public request that apps and frameworks believe when they
 # come from a proxy. The gateway is that proxy and describes the public request only with
@@ -222,6 +230,9 @@ def build_request_head(
         lines.append(f"X-Forwarded-For: {forwarded_for}")
     lines.append(f"X-Forwarded-Proto: {context.public_scheme}")
     lines.append(f"X-Forwarded-Host: {host}")
+    rid = environ.get("gateway.request_id")
+    if rid:
+        lines.append(f"X-Request-ID: {rid}")
     for name, value in identity:
         lines.append(f"{name}: {value}")
     lines.append("\r\n")

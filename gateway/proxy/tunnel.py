@@ -390,6 +390,9 @@ class WebSocketProxy:
         headers = forward.response_headers(upstream, response)
         if set_cookie is not None:
             headers.append(set_cookie)
+        rid = environ.get("gateway.request_id")
+        if rid:
+            headers.append(("X-Request-ID", rid))
         lines = [
             "HTTP/1.1 101 Switching Protocols",
             "Upgrade: websocket",

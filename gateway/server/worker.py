@@ -31,6 +31,7 @@ from gunicorn.workers.ggevent import GeventWorker
 
 from gateway.http.sockets import send_all
 from gateway.proxy.tunnel import TAKEOVER_KEY, TakenOver
+from gateway.server.logs import request_id
 
 
 class _Clock:
@@ -208,4 +209,5 @@ class GatewayWorker(GeventWorker):  # type: ignore[misc]
                 self.cfg.post_request(self, req, environ, resp)
             except Exception:
                 self.log.exception("Exception in post_request hook")
+            request_id.set(None)
         return True

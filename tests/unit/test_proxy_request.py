@@ -66,11 +66,19 @@ def names(lines: list[str]) -> list[str]:
 
 
 def test_request_line_host_and_end_to_end_headers() -> None:
-    lines = head(environ(HTTP_ACCEPT="text/html", HTTP_X_REQUEST_ID="r-1"))
+    lines = head(environ(HTTP_ACCEPT="text/html", HTTP_X_TRACE="t-1"))
     assert lines[0] == "GET /page?x=1 HTTP/1.1"
     assert lines[1] == "Host: gateway.test"
     assert values(lines, "Accept") == ["text/html"]
-    assert values(lines, "X-Request-Id") == ["r-1"]
+    assert values(lines, "X-Trace") == ["t-1"]
+
+
+def test_the_request_id_sent_is_the_one_the_gateway_chose() -> None:
+    """The client's copy is replaced by the id the gateway chose for the request (which
+    keeps a plain incoming one: ``gateway.server.logs.choose_request_id``)."""
+    env = environ(HTTP_X_REQUEST_ID="client<bad>", **{"gateway.request_id": "abc123"})
+    assert values(head(env), "X-Request-ID") == ["abc123"]
+    assert values(head(environ(HTTP_X_REQUEST_ID="x")), "X-Request-ID") == []
 
 
 def test_content_type_comes_from_the_environ_and_the_framing_from_the_body() -> None:
