@@ -19,6 +19,7 @@ from gateway.endpoints import WELL_KNOWN_JWKS_PATH
 from gateway.errors import (
     BadRequest,
     ClientAborted,
+    CrossSiteWebSocket,
     GatewayError,
     LoginError,
     NotFound,
@@ -105,11 +106,24 @@ class Gateway:
             websocket = "HTTP_UPGRADE" in environ and websocket_handshake(environ)
             if websocket:
                 ctx.api = True
-                self.websocket.check_origin(environ, route)
+                try:
+                    self.websocket.check_origin(environ, route)
+                except CrossSiteWebSocket:
+                    self.login.audit(
+                        "denied",
+                        environ,
+                        reason="cross_site_websocket",
+                        path=raw_path,
+                        origin=str(environ.get("HTTP_ORIGIN", ""))[:200],
+                    )
+                    raise
             decision = self.access.decide(ctx, route, ctx.method, raw_path)
             verdict = decision.verdict
             if verdict is Verdict.FORBIDDEN:
                 self.metrics.inc("requests_total", "forbidden")
+                self.login.audit(
+                    "denied", environ, session=decision.session, reason="not_allowed", path=raw_path
+                )
                 raise self.login.forbidden(decision)  # the page carries any cookie to set
             if decision.set_cookie is not None:
                 start_response = _adding_header(start_response, decision.set_cookie)

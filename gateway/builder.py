@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 from gateway.app import Gateway
+from gateway.audit import Audit
 from gateway.auth.access import AccessPolicy
 from gateway.auth.cookies import CookieSpec
 from gateway.auth.decision import AccessDecision
@@ -110,6 +111,7 @@ def build_gateway(
         page_mode=settings.login.mode == "page",
         branding=branding,
         upstream_hosts=frozenset(u.host for u in settings.upstreams if u.host),
+        audit=Audit(policy.trusted_proxies),
         clock=clock,
     )
     forward = Forwarder(

@@ -130,6 +130,9 @@ class Endpoints:
             raise self.login.sign_in_required(self.login.return_to(uri, host), extra)
         if decision.verdict is Verdict.FORBIDDEN:
             self.metrics.inc("requests_total", "forbidden")
+            self.login.audit(
+                "denied", ctx.environ, session=decision.session, reason="not_allowed", path=path
+            )
             raise self.login.forbidden(decision)
         headers = self.identity.headers(decision.session) if decision.session is not None else ()
         return respond(

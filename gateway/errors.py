@@ -233,6 +233,8 @@ class NotAllowed(LoginError):
     status = 403
     title = "Access denied"
     hint = "You are signed in with WeChat, but this account may not use this application."
+    #: Who was refused (for the audit trail), when known.
+    subject: str | None = None
 
 
 class ProviderFailed(LoginError):

@@ -9,6 +9,8 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from gateway.audit import Audit
+from gateway.server.logs import configure_logging
 from gateway.state import open_store
 from gateway.state.base import StoreUnavailable
 
@@ -111,5 +113,15 @@ def revoke_sessions(
         return EXIT_UNAVAILABLE
     finally:
         store.close()
+    # The audit event, on this command's standard error in the gateway's log format.
+    configure_logging(settings.server.log_level, settings.server.log_format)
+    Audit()(
+        "revoke",
+        user=user,
+        sid=sid,
+        everyone=everyone or None,
+        sessions=ended,
+        by="wechat-gateway sessions revoke",
+    )
     print(f"revoked {ended} session{'' if ended == 1 else 's'}")
     return 0

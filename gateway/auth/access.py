@@ -173,14 +173,36 @@ class TrustedProxies:
     def trusts(self, environ: WSGIEnvironment) -> bool:
         if not self.networks:
             return False
+        return self._trusted(environ.get("REMOTE_ADDR", ""))
+
+    def _trusted(self, text: str) -> bool:
         try:
-            address = ipaddress.ip_address(environ.get("REMOTE_ADDR", ""))
+            address = ipaddress.ip_address(text.strip())
         except ValueError:
             return False
         # A dual-stack listener ([::]) sees IPv4 peers as ::ffff:a.b.c.d.
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
         return any(address in network for network in self.networks)
+
+    def client(self, environ: WSGIEnvironment) -> str:
+        """The client's address: the peer's, unless the peer is a trusted proxy; then the
+        last ``X-Forwarded-For`` entry that is not itself a trusted proxy (entries further
+        left were written by whoever the client is, and prove nothing)."""
+        peer = str(environ.get("REMOTE_ADDR", ""))
+        forwarded = environ.get("HTTP_X_FORWARDED_FOR")
+        if not forwarded or not self.networks or not self._trusted(peer):
+            return peer
+        for entry in reversed(forwarded.split(",")):
+            entry = entry.strip()
+            if not entry:
+                continue
+            if not self._trusted(entry):
+                try:
+                    return str(ipaddress.ip_address(entry))
+                except ValueError:
+                    return peer  # not an address: believe nothing further
+        return peer
 
 
 class AccessPolicy:

@@ -46,6 +46,7 @@ import time
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, quote
 
+from gateway.audit import Audit, reason_of
 from gateway.auth.session import Session, SessionTooLarge
 from gateway.context import RESERVED_PREFIX
 from gateway.errors import (
@@ -58,6 +59,7 @@ from gateway.errors import (
 )
 from gateway.login.ledger import CallbackLedger, Outcome
 from gateway.login.state import LoginStateCookie, PendingLogin, new_state, valid_state
+from gateway.state.base import StoreUnavailable
 from gateway.web.pages import Branding, login_page_response, signed_out_response
 
 if TYPE_CHECKING:
@@ -105,9 +107,11 @@ class LoginFlow:
         page_mode: bool,
         branding: Branding,
         upstream_hosts: frozenset[str] = frozenset(),
+        audit: Audit | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.public_url = public_url
+        self.audit = audit if audit is not None else Audit()
         self.callback_url = public_url + CALLBACK_PATH
         self.providers = {provider.key: provider for provider in providers}
         self._preference = tuple(providers)
@@ -213,7 +217,21 @@ class LoginFlow:
 
     def callback(self, ctx: RequestContext, start_response: StartResponse) -> Iterable[bytes]:
         """``GET /_gateway/callback?code=&state=``: check the state, then ask the provider
-        who it is."""
+        who it is. Each outcome is a ``signin`` audit event."""
+        try:
+            return self._callback(ctx, start_response)
+        except (GatewayError, StoreUnavailable) as error:
+            self.audit(
+                "signin",
+                ctx.environ,
+                outcome="failed",
+                reason=reason_of(error),
+                openid=getattr(error, "subject", None),
+                detail=getattr(error, "detail", None) or None,
+            )
+            raise
+
+    def _callback(self, ctx: RequestContext, start_response: StartResponse) -> Iterable[bytes]:
         environ = ctx.environ
         query = _query(environ)
         state = query.get("state", "")
@@ -256,12 +274,7 @@ class LoginFlow:
         self.ledger.record(
             code, state, Outcome(ok=True, target=target, set_cookie=session_cookie[1])
         )
-        log.info(
-            "signed in provider=%s openid=%s app_id=%s",
-            session.provider,
-            session.openid,
-            session.app_id,
-        )
+        self.audit("signin", environ, session=session, app_id=session.app_id)
         return _redirect(start_response, target, state_cookie, session_cookie)
 
     def _duplicate(
@@ -298,11 +311,12 @@ class LoginFlow:
             sid=secrets.token_urlsafe(12),
         )
         if not self.may_enter(session, target):
-            log.info("refused openid=%s: not on the allow list", session.openid)
-            raise NotAllowed(
+            refused = NotAllowed(
                 f"openid: {session.openid}",
                 actions=(("Sign in with another account", self.login_url(target)),),
             )
+            refused.subject = session.openid
+            raise refused
         return session
 
     def forbidden(self, decision: Decision) -> NotAllowed:
@@ -325,7 +339,16 @@ class LoginFlow:
         environ = ctx.environ
         query = _query(environ)
         rd = query.get("rd")
-        clear = self.sessions.clear(environ, everywhere=query.get("everywhere") in _YES)
+        everywhere = query.get("everywhere") in _YES
+        found = self.sessions.load(environ)
+        clear = self.sessions.clear(environ, everywhere=everywhere)
+        self.audit(
+            "signout",
+            environ,
+            session=found[0] if found is not None else None,
+            everywhere=everywhere,
+            reason=None if found is not None else "no_session",
+        )
         if rd and self.redirects.is_safe(rd):
             return _redirect(start_response, self._absolute(rd), clear)
         return signed_out_response(

@@ -125,6 +125,8 @@ def configure_logging(level: str = "info", log_format: str = "text") -> None:
         logger.addHandler(handler)
     style_handler(handler, log_format)
     logger.propagate = False
+    # The audit trail is written whatever the level of the other lines.
+    logging.getLogger("gateway.audit").setLevel(logging.INFO)
     # gunicorn's own lines (set up by gunicorn, restyled here when it runs).
     for name in ("gunicorn.error", "gunicorn.access"):
         for gunicorn_handler in logging.getLogger(name).handlers:
