@@ -91,7 +91,12 @@ def build_gateway(
         keys = (
             FileKeys(settings.identity.signing_keys)
             if settings.identity.signing_keys
-            else StoredKeys(state, codec, clock=clock)
+            else StoredKeys(
+                state,
+                codec,
+                clock=clock,
+                previous=[SessionCodec(old) for old in session.previous_secrets],
+            )
         )
         signer = AssertionSigner(keys, issuer=settings.public_url, clock=clock)
     identity = Identity(policy.groups, signer, settings.public_url)

@@ -132,9 +132,13 @@ class StoredKeys:
         *,
         clock: Callable[[], float] = time.time,
         period: int = PERIOD,
+        previous: Iterable[SessionCodec] = (),
     ) -> None:
         self.state = state
         self.codec = codec
+        #: Codecs of ``session.previous_secrets``: the keys made under them stay published
+        #: (never used to sign) while their assertions may still be in flight.
+        self.previous = tuple(previous)
         self.clock = clock
         self.period = period
         self._lock = threading.Lock()
@@ -142,7 +146,7 @@ class StoredKeys:
         self._current: SigningKey | None = None
         self._jwks = b""
         # Keys of different secrets never mix: a new session.secret starts new keys.
-        self._prefix = "signing-key:" + codec.key_id.hex() + ":"
+        self._prefix = _prefix(codec)
 
     def current(self) -> SigningKey:
         """This period's key. Raises ``StoreUnavailable`` when the store cannot be reached
@@ -163,7 +167,17 @@ class StoredKeys:
         keys = [self._key(period - 1, create=False), self._key(period), self._key(period + 1)]
         current = keys[1]
         assert current is not None
-        self._jwks = jwks_document(key for key in keys if key is not None)
+        for codec in self.previous:
+            prefix = _prefix(codec)
+            for when in (period - 1, period):
+                keys.append(self._open(self.state.get(f"{prefix}{when}"), codec))
+        seen: set[str] = set()
+        published = []
+        for key in keys:
+            if key is not None and key.kid not in seen:
+                seen.add(key.kid)
+                published.append(key)
+        self._jwks = jwks_document(published)
         self._current = current
         self._period = period
 
@@ -186,11 +200,15 @@ class StoredKeys:
             return SigningKey.of(private)
         return found
 
-    def _open(self, value: bytes | None) -> SigningKey | None:
+    def _open(self, value: bytes | None, codec: SessionCodec | None = None) -> SigningKey | None:
         if value is None:
             return None
-        raw = self.codec.unseal(value.decode("ascii", "replace"), purpose=_PURPOSE)
+        raw = (codec or self.codec).unseal(value.decode("ascii", "replace"), purpose=_PURPOSE)
         if raw is None or len(raw) != 32:
             return None
         private = ec.derive_private_key(int.from_bytes(raw, "big"), ec.SECP256R1())
         return SigningKey.of(private)
+
+
+def _prefix(codec: SessionCodec) -> str:
+    return "signing-key:" + codec.key_id.hex() + ":"

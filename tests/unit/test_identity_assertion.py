@@ -379,3 +379,13 @@ def test_identity_adds_groups_templates_and_the_assertion(tmp_path: Path) -> Non
     assert verify(values["X-WeChat-Assertion"], jwks, "app")["groups"] == ["ops"]
     plain = dict(Identity(Groups(), None, "https://gw.example.com").headers(BOB))
     assert "X-WeChat-Groups" not in plain and "X-WeChat-Assertion" not in plain
+
+
+def test_keys_made_under_a_previous_secret_stay_published(store: Any) -> None:
+    clock = lambda: PERIOD * 100.0  # noqa: E731
+    old = StoredKeys(store, SessionCodec(SECRET), clock=clock).current().kid
+    new_codec = SessionCodec("t" * 40, previous_secrets=[SECRET])
+    rotated = StoredKeys(store, new_codec, clock=clock, previous=[SessionCodec(SECRET)])
+    assert rotated.current().kid != old
+    published = [k["kid"] for k in json.loads(rotated.jwks())["keys"]]
+    assert rotated.current().kid in published and old in published
