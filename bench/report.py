@@ -11,6 +11,8 @@ import statistics
 from typing import Any
 from xml.sax.saxutils import escape
 
+import ws_report
+
 MIB = 1024 * 1024
 
 # The targets, as ratios within one run.
@@ -131,6 +133,8 @@ def targets(results: Results) -> list[tuple[str, str, bool]]:
                 p99 < TARGET_REVOCATION_P99,
             )
         )
+    if "websocket" in results:
+        rows += ws_report.targets(results["websocket"])
     return rows
 
 
@@ -405,8 +409,14 @@ def markdown(results: Results, chart_name: str) -> str:
             f"max {max(latencies) * 1000:.0f} ms.\n"
         )
 
+    if "websocket" in results:
+        out.extend(ws_report.markdown(results["websocket"]))
+
     add("## Server logs\n")
-    problems = results.get("log_problems") or {}
+    problems = {
+        **(results.get("log_problems") or {}),
+        **(results.get("websocket", {}).get("log_problems") or {}),
+    }
     if not problems:
         add("No server (upstreams, ProxyMiddleware, nginx, gateway) logged a warning or error.\n")
     for name, lines in problems.items():

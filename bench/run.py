@@ -8,7 +8,8 @@ In one run, against the same fast upstream, it measures four contenders:
 - the gateway (``python -m gateway serve``, default configuration);
 
 for a 1 KB GET at 16 and 64 connections (wrk), a 1 GiB download and upload (MB/s and peak
-RSS), and 120 requests parked on a 3 s upstream while a fast request goes through. It also
+RSS), and 120 requests parked on a 3 s upstream while a fast request goes through; then
+WebSocket through the gateway, nginx and no proxy (``bench/websocket.py``). It also
 times the session cookie codec (``bench/session_codec.py``), then writes
 ``docs/benchmarks.md``, the chart ``docs/benchmarks-rps.svg`` and the raw results in
 ``bench/results/``. Every process it starts is stopped again, whatever happens.
@@ -38,6 +39,7 @@ from typing import Any
 
 import clients
 import report
+import websocket
 import yaml
 from apps import HELLO
 from services import (
@@ -434,6 +436,9 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 print(f"--- {service.name} log (last lines) ---\n{service.log_tail()}")
             raise
         results["log_problems"] = {s.name: s.problems() for s in services if s.problems()}
+    if not args.no_websocket:
+        # After the HTTP contenders have stopped; its own processes (bench/websocket.py).
+        results["websocket"] = websocket.measure(workdir, websocket.Settings())
     results["contenders"] = [
         {"key": c.key, "label": c.label, "short": c.short, "setup": c.setup} for c in contenders
     ]
@@ -577,6 +582,9 @@ def main() -> None:
     parser.add_argument("--slow-requests", type=int, default=120, help="requests to park")
     parser.add_argument(
         "--revocations", type=int, default=100, help="revocations timed across replicas"
+    )
+    parser.add_argument(
+        "--no-websocket", action="store_true", help="skip the WebSocket part (bench/websocket.py)"
     )
     parser.add_argument(
         "--no-docs", action="store_true", help="keep docs/ as is; only save the raw results"
