@@ -48,7 +48,7 @@ setup(
             # A real application with a WebSocket, run behind the gateway in Chromium.
             "streamlit>=1.67,<2",
             # A real app with a reverse-proxy login mode, run behind the gateway (docs/recipes).
-            "Radicale>=3.2,<4",
+            "Radicale>=3.5,<4",
         ],
     },
     entry_points={"console_scripts": ["wechat-gateway = gateway.cli:main"]},
