@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from gateway.auth.decision import Verdict
@@ -30,6 +31,7 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.http.target import request_target
+from gateway.proxy.tunnel import TakenOver
 from gateway.proxy.websocket import websocket_handshake
 from gateway.server.logs import choose_request_id, request_id
 from gateway.state.base import StoreUnavailable
@@ -82,6 +84,18 @@ class Gateway:
         self.public_url = public_url
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        metrics = self.metrics
+        started = perf_counter()
+        metrics.add("requests_in_flight", 1)
+        try:
+            answer = self.handle(environ, start_response)
+        finally:
+            metrics.add("requests_in_flight", -1)
+        if type(answer) is not TakenOver:  # a tunnel's life is not a request's latency
+            metrics.observe("request_duration_seconds", perf_counter() - started)
+        return answer
+
+    def handle(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         # One id for the request: in its log lines, to the app and back to the client.
         rid = choose_request_id(environ.get("HTTP_X_REQUEST_ID"))
         environ["gateway.request_id"] = rid
@@ -103,7 +117,13 @@ class Gateway:
             if route is None:
                 raise NotFound("no upstream serves this path")
             # A WebSocket is answered like an API call, and only opened by the right pages.
-            websocket = "HTTP_UPGRADE" in environ and websocket_handshake(environ)
+            websocket = False
+            if "HTTP_UPGRADE" in environ:
+                try:
+                    websocket = websocket_handshake(environ)
+                except GatewayError:
+                    ctx.api = True  # a malformed handshake is answered like an API call
+                    raise
             if websocket:
                 ctx.api = True
                 try:

@@ -138,10 +138,23 @@ class GatewayWorker(GeventWorker):  # type: ignore[misc]
         self.cfg = _SettledConfig(self.cfg)
         super().init_process()
 
+    def handle(self, listener: Any, client: Any, addr: Any) -> None:
+        """gunicorn's connection loop, counted in ``open_connections`` while it lasts."""
+        metrics = getattr(self.app, "metrics", None)
+        if metrics is None:
+            super().handle(listener, client, addr)
+            return
+        metrics.add("open_connections", 1)
+        try:
+            super().handle(listener, client, addr)
+        finally:
+            metrics.add("open_connections", -1)
+
     def handle_exit(self, sig: Any, frame: Any) -> None:
         """SIGTERM: stop accepting; open WebSockets get ``server.graceful_timeout``."""
         super().handle_exit(sig, frame)
-        stopping = getattr(self.wsgi, "stopping", None)
+        # The app exists once the worker has loaded it (a SIGTERM may come before).
+        stopping = getattr(getattr(self, "wsgi", None), "stopping", None)
         if callable(stopping):
             stopping()
 
