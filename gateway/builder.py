@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from gateway.app import Gateway
 from gateway.audit import Audit
-from gateway.auth.access import AccessPolicy
+from gateway.auth.access import AccessPolicy, TrustedProxies
 from gateway.auth.cookies import CookieSpec
 from gateway.auth.decision import AccessDecision
 from gateway.auth.redirects import RedirectPolicy
@@ -137,7 +137,15 @@ def build_gateway(
         forward=forward,
         websocket=WebSocketProxy(forward, tunnels, settings.public_url),
         identity=identity,
-        endpoints=Endpoints(access, login, metrics, state, identity, keys),
+        endpoints=Endpoints(
+            access,
+            login,
+            metrics,
+            state,
+            identity,
+            keys,
+            TrustedProxies(settings.server.metrics_allow),
+        ),
         metrics=metrics,
         branding=branding,
         public_url=settings.public_url,

@@ -4,8 +4,10 @@ health, readiness and metrics. None of them is ever proxied.
 
 from __future__ import annotations
 
+from time import perf_counter
 from typing import TYPE_CHECKING
 
+from gateway.auth.access import TrustedProxies
 from gateway.auth.decision import Verdict
 from gateway.errors import (
     LoginCancelled,
@@ -59,7 +61,10 @@ class Endpoints:
         state: StateStore,
         identity: Identity,
         keys: FileKeys | StoredKeys | None,
+        metrics_allow: TrustedProxies | None = None,
     ) -> None:
+        #: Who may read the metrics: the peer's own address, never a forwarded one.
+        self.metrics_allow = metrics_allow or TrustedProxies(("127.0.0.0/8", "::1"))
         self.access = access
         self.login = login
         self.metrics = metrics
@@ -90,6 +95,14 @@ class Endpoints:
         return handler(ctx, start_response)
 
     def callback(self, ctx: RequestContext, start_response: StartResponse) -> Iterable[bytes]:
+        started = perf_counter()
+        try:
+            response = self._callback(ctx, start_response)
+        finally:
+            self.metrics.observe("signin_duration_seconds", perf_counter() - started)
+        return response
+
+    def _callback(self, ctx: RequestContext, start_response: StartResponse) -> Iterable[bytes]:
         try:
             response = self.login.callback(ctx, start_response)
         except LoginCancelled:
@@ -183,6 +196,10 @@ class Endpoints:
         )
 
     def metrics_text(self, ctx: RequestContext, start_response: StartResponse) -> Iterable[bytes]:
+        """Prometheus text, for clients in ``server.metrics_allow`` only (others: 404, as if
+        there were nothing here)."""
+        if not self.metrics_allow.trusts(ctx.environ):
+            raise NotFound("no such gateway endpoint")
         return respond(
             start_response,
             "200 OK",

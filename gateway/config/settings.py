@@ -36,6 +36,8 @@ class ServerSettings:
     log_level: str = "info"
     #: ``text`` or ``json`` (one object per line), for every line the process writes.
     log_format: str = "text"
+    #: Networks whose clients may read ``/_gateway/metrics`` (others get 404).
+    metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1")
 
 
 @dataclass(frozen=True, slots=True)

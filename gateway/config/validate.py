@@ -418,6 +418,20 @@ def _validate_access(section: _Section) -> AccessSettings:
     )
 
 
+def _networks(section: _Section, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    if not section.has(key):
+        return default
+    networks = section.string_list(key)
+    for i, network in enumerate(networks):
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            section.problems.append(
+                f"{section.key_path(key)}[{i}]: must be an IP address or network such as 10.0.0.0/8"
+            )
+    return networks
+
+
 def _validate_server(section: _Section) -> ServerSettings:
     defaults = ServerSettings()
     bind = section.string("bind", defaults.bind)
@@ -450,6 +464,7 @@ def _validate_server(section: _Section) -> ServerSettings:
         access_log=section.boolean("access_log", defaults.access_log),
         log_level=section.choice("log_level", defaults.log_level, _LOG_LEVELS),
         log_format=section.choice("log_format", defaults.log_format, ("text", "json")),
+        metrics_allow=_networks(section, "metrics_allow", defaults.metrics_allow),
     )
 
 

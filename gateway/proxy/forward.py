@@ -27,6 +27,7 @@ import socket
 import time
 from collections.abc import Iterable, Iterator
 from http import HTTPStatus
+from time import perf_counter
 from typing import TYPE_CHECKING, NoReturn
 
 from gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
@@ -100,6 +101,7 @@ class Forwarder:
             body.framing,
             route.drop_keys,
         )
+        started = perf_counter()
         if body.empty:
             sock, response = self.exchange(upstream, method, head, None)
         else:
@@ -111,6 +113,8 @@ class Forwarder:
                     sock, response = self.exchange(upstream, method, head + first, None)
             finally:
                 body.done()
+        if self.metrics is not None:
+            self.metrics.observe("upstream_response_seconds", perf_counter() - started)
         return self.respond(upstream, sock, response, start_response)
 
     def exchange(

@@ -107,9 +107,11 @@ def formatter(log_format: str) -> logging.Formatter:
 _FILTER = RequestIdFilter()
 
 
-def style_handler(handler: logging.Handler, log_format: str) -> None:
-    """Give ``handler`` the configured format and the request id."""
-    handler.setFormatter(formatter(log_format))
+def style_handler(handler: logging.Handler, log_format: str, *, keep_text: bool = False) -> None:
+    """Give ``handler`` the configured format and the request id. ``keep_text``: a handler
+    whose own text format stays (gunicorn's classic lines) unless the format is JSON."""
+    if log_format == "json" or not keep_text:
+        handler.setFormatter(formatter(log_format))
     if _FILTER not in handler.filters:
         handler.addFilter(_FILTER)
 
@@ -130,4 +132,4 @@ def configure_logging(level: str = "info", log_format: str = "text") -> None:
     # gunicorn's own lines (set up by gunicorn, restyled here when it runs).
     for name in ("gunicorn.error", "gunicorn.access"):
         for gunicorn_handler in logging.getLogger(name).handlers:
-            style_handler(gunicorn_handler, log_format)
+            style_handler(gunicorn_handler, log_format, keep_text=True)

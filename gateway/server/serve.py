@@ -84,7 +84,7 @@ class AccessLogger(Logger):  # type: ignore[misc]
         self._enabled = bool(cfg.accesslog)
         for log in (self.error_log, self.access_log):
             for handler in log.handlers:
-                style_handler(handler, self.log_format)
+                style_handler(handler, self.log_format, keep_text=True)
 
     def _date(self) -> str:
         now = int(time.time())

@@ -91,3 +91,48 @@ def test_metrics_count_requests_across_workers(gateway: GatewayProcess) -> None:
     assert grew("requests_total", "gateway_endpoint") == 1
     pids = set(re.findall(r"\[(\d+)\] \[INFO\] Booting worker", gateway.log()))
     assert len(pids) == 2
+
+
+def _value(text: str, series: str) -> float:
+    match = re.search(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
+    assert match, series
+    return float(match.group(1))
+
+
+def test_latency_histograms_and_open_gauges(gateway: GatewayProcess) -> None:
+    before = requests.get(gateway.url + "/_gateway/metrics", timeout=5).text
+    cookie = {"wechat_gateway": session_cookie()}
+    for _ in range(5):
+        assert requests.get(gateway.url + "/app", cookies=cookie, timeout=5).status_code == 200
+    text = requests.get(gateway.url + "/_gateway/metrics", timeout=5).text
+    for name in ("request_duration_seconds", "upstream_response_seconds"):
+        metric = f"wechat_gateway_{name}"
+        assert f"# TYPE {metric} histogram" in text
+        grew = _value(text, f"{metric}_count") - _value(before, f"{metric}_count")
+        assert grew >= 5, name
+        assert _value(text, f'{metric}_bucket{{le="+Inf"}}') == _value(text, f"{metric}_count")
+        buckets = re.findall(rf'^{metric}_bucket{{le="[^"]+"}} (\d+)$', text, re.MULTILINE)
+        assert [int(b) for b in buckets] == sorted(int(b) for b in buckets)  # cumulative
+        assert _value(text, f"{metric}_sum") > 0
+    assert "# TYPE wechat_gateway_signin_duration_seconds histogram" in text
+    # The scrape itself is in flight on an open connection while it is rendered.
+    assert _value(text, "wechat_gateway_requests_in_flight") >= 1
+    assert _value(text, "wechat_gateway_open_connections") >= 1
+
+
+def test_metrics_are_only_for_the_allowed_networks(tmp_path: Path) -> None:
+    with EchoUpstream() as upstream:
+        port = free_port()
+        config = base_config(port, upstream.url, server={"metrics_allow": ["10.0.0.0/8"]})
+        with GatewayProcess(config, tmp_path) as process:
+            denied = requests.get(process.url + "/_gateway/metrics", timeout=5)
+            assert denied.status_code == 404
+            assert "wechat_gateway_" not in denied.text
+            assert requests.get(process.url + "/_gateway/healthz", timeout=5).status_code == 200
+            # A forwarded address claiming to be allowed changes nothing.
+            spoofed = requests.get(
+                process.url + "/_gateway/metrics",
+                headers={"X-Forwarded-For": "10.1.2.3", "X-Real-IP": "10.1.2.3"},
+                timeout=5,
+            )
+            assert spoofed.status_code == 404

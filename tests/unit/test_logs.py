@@ -69,6 +69,7 @@ def test_json_keeps_an_exception_in_the_same_line() -> None:
 
 
 def test_a_line_outside_a_request_has_no_request_id() -> None:
+    request_id.set(None)  # as the worker leaves it after each request
     made = record("idle")
     RequestIdFilter().filter(made)
     assert "request_id" not in json.loads(JsonFormatter().format(made))

@@ -39,3 +39,33 @@ def test_a_replacement_worker_keeps_the_count_going() -> None:
 def test_slots_are_never_handed_to_two_live_workers() -> None:
     metrics = Metrics(slots=3)
     assert sorted(metrics.assign_slot() for _ in range(3)) == [0, 1, 2]
+
+
+def test_histograms_count_each_duration_in_its_bucket_summed_over_workers() -> None:
+    metrics = Metrics(slots=2)
+    for slot, seconds in ((0, 0.001), (1, 0.0011), (1, 100.0)):
+        metrics.use_slot(slot)
+        metrics.observe("request_duration_seconds", seconds)
+    text = metrics.render().decode()
+    name = "wechat_gateway_request_duration_seconds"
+    assert f'{name}_bucket{{le="0.001"}} 1\n' in text  # le: at most, the bound included
+    assert f'{name}_bucket{{le="0.0025"}} 2\n' in text
+    assert f'{name}_bucket{{le="30.0"}} 2\n' in text
+    assert f'{name}_bucket{{le="+Inf"}} 3\n' in text
+    assert f"{name}_count 3\n" in text
+    assert f"{name}_sum 100.0021" in text
+
+
+def test_the_grafana_dashboard_asks_only_for_metrics_that_exist() -> None:
+    import json
+    from pathlib import Path
+
+    dashboard = json.loads(
+        (Path(__file__).parents[2] / "config" / "grafana-dashboard.json").read_text()
+    )
+    rendered = Metrics().render().decode()
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    used = {name for expr in exprs for name in re.findall(r"wechat_gateway_\w+", expr)}
+    assert len(used) >= 10
+    for name in used:
+        assert f"\n{name}" in "\n" + rendered, name
