@@ -203,6 +203,9 @@ class Gateway:
         self.websocket.tunnels.stopping()
 
     def close(self) -> None:
+        watcher = getattr(self.access.sessions, "watcher", None)
+        if watcher is not None:
+            watcher.stop()
         self.access.router.close()
         self.login.close()
         self.endpoints.state.close()

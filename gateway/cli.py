@@ -188,8 +188,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = replace(settings, server=server)
         from gateway.server.serve import serve  # noqa: PLC0415 - gunicorn only when serving
 
-        serve(settings)
-        return 0
+        def reread() -> Settings:
+            """The file again, validated, with the same command-line overrides (SIGHUP)."""
+            fresh = load_settings(args.config)
+            if args.bind or args.workers:
+                fresh = replace(
+                    fresh,
+                    server=replace(
+                        fresh.server,
+                        bind=args.bind or fresh.server.bind,
+                        workers=args.workers or fresh.server.workers,
+                    ),
+                )
+            return fresh
+
+        return serve(settings, reread)
     if args.command == "sessions":
         settings = _load(args.config)
         if settings is None:

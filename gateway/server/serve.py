@@ -19,16 +19,26 @@ upstream connection pools and HTTP clients.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import math
+import os
 import resource
+import signal
+import socket
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
 from gunicorn.glogging import Logger
 
+from gateway import __version__
+from gateway.config import ConfigError
 from gateway.server.greenlets import gevent_timeout
 from gateway.server.logs import JsonFormatter, configure_logging, style_handler
 from gateway.server.metrics import Metrics
@@ -159,10 +169,15 @@ class AccessLogger(Logger):  # type: ignore[misc]
 
 
 class GatewayServer(BaseApplication):  # type: ignore[misc]
-    """gunicorn, configured from the gateway's settings and serving ``Gateway``."""
+    """gunicorn, configured from the gateway's settings and serving ``Gateway``.
 
-    def __init__(self, settings: Settings) -> None:
+    ``reread`` reads and validates the configuration file again, for SIGHUP (see
+    ``GatewayArbiter``); without it (the demo) there is nothing to reload.
+    """
+
+    def __init__(self, settings: Settings, reread: Callable[[], Settings] | None = None) -> None:
         self.settings = settings
+        self.reread = reread
         AccessLogger.log_format = settings.server.log_format
         # Room for replacement workers and `TTIN` scaling; shared by all of them.
         self.metrics = Metrics(
@@ -199,10 +214,40 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
             "secure_scheme_headers": {},
             "header_map": "drop",
             "worker_exit": _close_gateway,
+            "when_ready": self._started,
             "pre_fork": self._assign_metrics_slot,
             "post_fork": self._use_metrics_slot,
             "child_exit": self._release_metrics_slot,
         }
+
+    def _started(self, arbiter: Any) -> None:
+        """The one start line, from the master, once it listens."""
+        logging.getLogger("gateway").info("%s", describe(self.settings))
+
+    def reload_settings(self) -> Settings | None:
+        """SIGHUP, in the master: the file validated first. Problems: each logged, and the
+        running configuration stays. Valid: the new settings (what only a restart can change
+        kept as it is, with a warning), for the workers to take up."""
+        log = logging.getLogger("gateway")
+        if self.reread is None:
+            log.warning("reload: this gateway was not started from a configuration file")
+            return None
+        try:
+            settings = self.reread()
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload refused: %s", problem)
+            log.error(
+                "reload refused: %d problem(s); still running on the previous configuration",
+                len(exc.problems),
+            )
+            return None
+        settings = keep_restart_only(self.settings, settings, log)
+        self.settings = settings
+        AccessLogger.log_format = settings.server.log_format
+        configure_logging(settings.server.log_level, settings.server.log_format)
+        log.info("reload: configuration valid; %s", describe(settings))
+        return settings
 
     def _assign_metrics_slot(self, server: Any, worker: Any) -> None:
         worker.metrics_slot = self.metrics.assign_slot()
@@ -262,11 +307,90 @@ def raise_open_files_limit(worker_connections: int) -> str | None:
     return None
 
 
-def serve(settings: Settings) -> None:
+#: ``server`` settings a running gunicorn cannot change: they need a restart.
+_RESTART_ONLY = ("bind", "workers", "worker_class", "threads", "worker_connections")
+
+
+def keep_restart_only(old: Settings, new: Settings, log: logging.Logger) -> Settings:
+    """``new``, with the settings only a restart can change kept as in ``old``."""
+    changed = [key for key in _RESTART_ONLY if getattr(old.server, key) != getattr(new.server, key)]
+    if not changed:
+        return new
+    for key in changed:
+        log.warning("reload: server.%s changed; it takes effect at the next restart", key)
+    kept = {key: getattr(old.server, key) for key in _RESTART_ONLY}
+    return replace(new, server=replace(new.server, **kept))
+
+
+def describe(settings: Settings) -> str:
+    """What this gateway is, for the start line: no secret in it."""
+    upstreams = ", ".join(f"{(u.host or '') + u.prefix} -> {u.url}" for u in settings.upstreams)
+    state = settings.state
+    store = state.url
+    if state.sentinel is not None:
+        store += f" (sentinel {state.sentinel.master} at {', '.join(state.sentinel.hosts)})"
+    elif state.cluster:
+        store += " (cluster)"
+    server = settings.server
+    return (
+        f"wechat-gateway {__version__} serving {settings.public_url} on {server.bind}"
+        f" ({server.workers} {server.worker_class} workers); upstreams: {upstreams};"
+        f" state: {store}"
+    )
+
+
+class GatewayArbiter(Arbiter):  # type: ignore[misc]
+    """gunicorn's master, but SIGHUP reloads the configuration in place: validated first,
+    then every worker builds the gateway anew for new requests while the requests and
+    WebSockets in flight finish on the old one (gunicorn's own HUP would replace the
+    workers, cutting open WebSockets after the grace time)."""
+
+    def handle_hup(self) -> None:
+        if self.app.reload_settings() is None:
+            return
+        for pid in list(self.WORKERS):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
+
+
+def check_port_free(bind: str) -> str | None:
+    """Why ``bind`` cannot be listened on (in use, not allowed), or None. A TCP address is
+    tried once, so that a port in use is one clear line instead of gunicorn's retries."""
+    if bind.startswith(("unix:", "fd://")):
+        return None
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, int(port)))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return f"cannot listen on {bind}: the address is already in use"
+        return f"cannot listen on {bind}: {exc.strerror or exc}"
+    finally:
+        probe.close()
+    return None
+
+
+def serve(settings: Settings, reread: Callable[[], Settings] | None = None) -> int:
     """Run until stopped: SIGTERM stops gracefully within server.graceful_timeout (SIGINT,
-    SIGQUIT at once)."""
+    SIGQUIT at once); SIGHUP reloads the configuration through ``reread``. 1 when it cannot
+    listen."""
     configure_logging(settings.server.log_level, settings.server.log_format)
+    log = logging.getLogger("gateway")
+    busy = check_port_free(settings.server.bind)
+    if busy is not None:
+        log.error("%s", busy)
+        return 1
     problem = raise_open_files_limit(settings.server.worker_connections)
     if problem is not None:
-        logging.getLogger("gateway").warning("%s", problem)
-    GatewayServer(settings).run()
+        log.warning("%s", problem)
+    server = GatewayServer(settings, reread)
+    try:
+        GatewayArbiter(server).run()
+    except RuntimeError as exc:  # as gunicorn's own BaseApplication.run
+        log.error("%s", exc)
+        return 1
+    return 0

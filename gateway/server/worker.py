@@ -19,6 +19,9 @@ It needs gunicorn 26.2 or later (``wsgi.create`` takes the response class from t
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import signal
 import socket
 import time
 from datetime import datetime
@@ -29,9 +32,11 @@ import gevent
 from gunicorn.http import wsgi
 from gunicorn.workers.ggevent import GeventWorker
 
+from gateway.config import ConfigError
 from gateway.http.sockets import send_all
 from gateway.proxy.tunnel import TAKEOVER_KEY, TakenOver
-from gateway.server.logs import request_id
+from gateway.server.logs import configure_logging, request_id
+from gateway.server.serve import AccessLogger, keep_restart_only
 
 
 class _Clock:
@@ -133,10 +138,64 @@ class GatewayWorker(GeventWorker):  # type: ignore[misc]
     cfg: Any
     alive: bool
 
+    #: The app: the gateway serving new requests.
+    wsgi: Any
+    #: Gateways replaced by a reload, still serving what was in flight.
+    _retired: list[Any]
+
     def init_process(self) -> None:
+        self._retired = []
         # After fork, in the worker: the settings are final here.
         self.cfg = _SettledConfig(self.cfg)
         super().init_process()
+
+    def init_signals(self) -> None:
+        super().init_signals()
+        # gunicorn's workers leave SIGHUP at its default (the end of the process); here it
+        # reloads the configuration in place (``gateway.server.serve.GatewayArbiter``).
+        signal.signal(signal.SIGHUP, self.handle_hup)
+        signal.siginterrupt(signal.SIGHUP, False)
+
+    def handle_hup(self, sig: Any, frame: Any) -> None:
+        gevent.spawn(self.reload)
+
+    def reload(self) -> None:
+        """Build the gateway anew from the (already validated) file: new requests use it at
+        once; requests and WebSockets in flight finish on the old one, which is closed once
+        its last tunnel has ended and a grace time has passed."""
+        from gateway.builder import build_gateway  # noqa: PLC0415 - as the app's own load
+
+        app = self.app
+        log = logging.getLogger("gateway")
+        reread = getattr(app, "reread", None)
+        if reread is None:
+            return
+        try:
+            settings = keep_restart_only(app.settings, reread(), log)
+            fresh = build_gateway(settings, metrics=app.metrics)
+        except ConfigError as exc:
+            log.error("reload refused by this worker: %s", "; ".join(exc.problems))
+            return
+        except Exception:
+            log.exception("reload: building the new gateway failed; keeping the previous one")
+            return
+        AccessLogger.log_format = settings.server.log_format
+        configure_logging(settings.server.log_level, settings.server.log_format)
+        old, self.wsgi = self.wsgi, fresh
+        app.settings = settings
+        self._retired.append(old)
+        gevent.spawn(self._retire, old, settings.server.graceful_timeout)
+        log.info("reload: new requests use the new configuration")
+
+    def _retire(self, old: Any, grace: float) -> None:
+        tunnels = old.websocket.tunnels
+        while tunnels.open:
+            gevent.sleep(1.0)
+        gevent.sleep(grace)  # the last ordinary requests on it
+        with contextlib.suppress(Exception):
+            old.close()
+        with contextlib.suppress(ValueError):
+            self._retired.remove(old)
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         """gunicorn's connection loop, counted in ``open_connections`` while it lasts."""
@@ -154,9 +213,10 @@ class GatewayWorker(GeventWorker):  # type: ignore[misc]
         """SIGTERM: stop accepting; open WebSockets get ``server.graceful_timeout``."""
         super().handle_exit(sig, frame)
         # The app exists once the worker has loaded it (a SIGTERM may come before).
-        stopping = getattr(getattr(self, "wsgi", None), "stopping", None)
-        if callable(stopping):
-            stopping()
+        for app in (getattr(self, "wsgi", None), *self._retired):
+            stopping = getattr(app, "stopping", None)
+            if callable(stopping):
+                stopping()
 
     def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> bool | None:
         """gunicorn's ``AsyncWorker.handle_request`` (27.0), with ``GatewayResponse``."""
