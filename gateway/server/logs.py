@@ -129,6 +129,12 @@ def configure_logging(level: str = "info", log_format: str = "text") -> None:
     logger.propagate = False
     # The audit trail is written whatever the level of the other lines.
     logging.getLogger("gateway.audit").setLevel(logging.INFO)
+    # Python's warnings become log lines too, in the same format.
+    logging.captureWarnings(True)
+    warnings_log = logging.getLogger("py.warnings")
+    if handler not in warnings_log.handlers:
+        warnings_log.addHandler(handler)
+    warnings_log.propagate = False
     # gunicorn's own lines (set up by gunicorn, restyled here when it runs).
     for name in ("gunicorn.error", "gunicorn.access"):
         for gunicorn_handler in logging.getLogger(name).handlers:

@@ -149,6 +149,17 @@ class GatewayWorker(GeventWorker):  # type: ignore[misc]
         self.cfg = _SettledConfig(self.cfg)
         super().init_process()
 
+    def run(self) -> None:
+        # An error escaping a greenlet is logged (in the configured format), not printed
+        # by gevent's hub as a bare traceback.
+        log = logging.getLogger("gateway")
+
+        def print_exception(context: Any, kind: Any, value: Any, tb: Any) -> None:
+            log.error("unexpected error in %s", context, exc_info=(kind, value, tb))
+
+        gevent.get_hub().print_exception = print_exception
+        super().run()
+
     def init_signals(self) -> None:
         super().init_signals()
         # gunicorn's workers leave SIGHUP at its default (the end of the process); here it
