@@ -25,6 +25,7 @@ from gateway.identity.compose import Identity
 from gateway.identity.keys import FileKeys, StoredKeys
 from gateway.login.flow import LoginFlow
 from gateway.login.ledger import CallbackLedger
+from gateway.login.ratelimit import RateLimiter, parse_rate
 from gateway.login.revalidation import Revalidator
 from gateway.login.state import LoginStateCookie
 from gateway.providers.wechat.client import WeChatClient
@@ -145,6 +146,7 @@ def build_gateway(
             identity,
             keys,
             TrustedProxies(settings.server.metrics_allow),
+            RateLimiter(state, *parse_rate(settings.login.rate_limit), clock=clock),
         ),
         metrics=metrics,
         branding=branding,

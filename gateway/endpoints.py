@@ -16,6 +16,7 @@ from gateway.errors import (
     MethodNotAllowed,
     NotAllowed,
     NotFound,
+    TooManyRequests,
 )
 from gateway.identity.headers import clean_text
 from gateway.login.flow import CALLBACK_PATH, LOGIN_PATH, LOGOUT_PATH
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from gateway.identity.compose import Identity
     from gateway.identity.keys import FileKeys, StoredKeys
     from gateway.login.flow import LoginFlow
+    from gateway.login.ratelimit import RateLimiter
     from gateway.server.metrics import Metrics
     from gateway.state.base import StateStore
 
@@ -62,7 +64,9 @@ class Endpoints:
         identity: Identity,
         keys: FileKeys | StoredKeys | None,
         metrics_allow: TrustedProxies | None = None,
+        rate_limit: RateLimiter | None = None,
     ) -> None:
+        self.rate_limit = rate_limit
         #: Who may read the metrics: the peer's own address, never a forwarded one.
         self.metrics_allow = metrics_allow or TrustedProxies(("127.0.0.0/8", "::1"))
         self.access = access
@@ -72,7 +76,7 @@ class Endpoints:
         self.identity = identity
         self.keys = keys
         self.routes: dict[str, tuple[tuple[str, ...], Handler]] = {
-            LOGIN_PATH: (("GET", "HEAD"), login.start),
+            LOGIN_PATH: (("GET", "HEAD"), self.login_start),
             CALLBACK_PATH: (("GET",), self.callback),
             LOGOUT_PATH: (("GET", "POST"), login.logout),
             USERINFO_PATH: (("GET", "HEAD"), self.userinfo),
@@ -94,7 +98,23 @@ class Endpoints:
             raise MethodNotAllowed(methods)
         return handler(ctx, start_response)
 
+    def _limit(self, ctx: RequestContext, scope: str) -> None:
+        """``login.rate_limit``: 429 with ``Retry-After`` beyond it, per client address."""
+        limiter = self.rate_limit
+        if limiter is None or not limiter.enabled:
+            return
+        address = self.access.policy.trusted_proxies.client(ctx.environ)
+        retry_after = limiter.check(address, scope)
+        if retry_after is not None:
+            self.metrics.inc("requests_total", "rate_limited")
+            raise TooManyRequests(retry_after)
+
+    def login_start(self, ctx: RequestContext, start_response: StartResponse) -> Iterable[bytes]:
+        self._limit(ctx, "login")
+        return self.login.start(ctx, start_response)
+
     def callback(self, ctx: RequestContext, start_response: StartResponse) -> Iterable[bytes]:
+        self._limit(ctx, "callback")
         started = perf_counter()
         try:
             response = self._callback(ctx, start_response)

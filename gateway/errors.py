@@ -16,6 +16,8 @@ The tree, and what the browser gets::
     ├── CrossSiteWebSocket          403  a WebSocket opened from a page of another origin
     ├── PayloadTooLarge             413  a body over server.max_body_size
     ├── WebSocketUnsupported        501  a WebSocket under a worker that cannot hold one
+    ├── TooManyRequests             429  too many sign-in starts or callbacks from one client
+    │                                    address (login.rate_limit), with Retry-After
     ├── StateUnavailable            503  the shared state store cannot be reached (sign-in,
     │                                    sign-out, or sessions once max_staleness is over)
     ├── UpstreamError                    the app behind the gateway failed
@@ -152,6 +154,20 @@ class PayloadTooLarge(GatewayError):
     def __init__(self, limit: int) -> None:
         super().__init__(f"the request body is larger than {limit} bytes")
         self.limit = limit
+
+
+class TooManyRequests(GatewayError):
+    """Too many sign-in starts or callbacks from one client address (``login.rate_limit``)."""
+
+    status = 429
+    title = "Too many sign-in attempts"
+    hint = "Wait a moment, then sign in again."
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"try again in {retry_after} s", extra_headers=(("Retry-After", str(retry_after)),)
+        )
+        self.retry_after = retry_after
 
 
 class StateUnavailable(GatewayError):

@@ -47,6 +47,7 @@ from gateway.config.settings import (
 from gateway.identity.groups import parse_groups, read_groups_file
 from gateway.identity.keys import load_key_file
 from gateway.identity.templates import check_header_name, parse_template
+from gateway.login.ratelimit import parse_rate
 from gateway.state.redis_settings import check_redis_settings
 
 _WORKER_CLASSES = ("gevent", "gthread")
@@ -360,7 +361,17 @@ def _validate_login(section: _Section) -> LoginSettings:
         logo_url=logo_url,
         footer=section.string("footer", ""),
         wxlogin_js=wxlogin_js,
+        rate_limit=_rate(section, "rate_limit", defaults.rate_limit),
     )
+
+
+def _rate(section: _Section, key: str, default: str) -> str:
+    text = section.string(key, default)
+    try:
+        parse_rate(text)
+    except ValueError as exc:
+        section.problem(key, str(exc))
+    return text
 
 
 def _validate_access(section: _Section) -> AccessSettings:

@@ -32,6 +32,7 @@ COUNTERS: Final = (
     ("requests_total", "outcome", "gateway_endpoint"),
     ("requests_total", "outcome", "rejected"),
     ("requests_total", "outcome", "client_aborted"),
+    ("requests_total", "outcome", "rate_limited"),
     ("upstream_errors_total", "kind", "unavailable"),
     ("upstream_errors_total", "kind", "timeout"),
     ("logins_total", "result", "success"),

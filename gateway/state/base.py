@@ -14,12 +14,17 @@ whole seconds, like a session's sign-in time; a revocation by user or of everyon
 revokes by id every indexed session it ends, so one signed in earlier in the same second
 is ended too, while one signed in afterwards is not.
 
+Counters (``hit``) count events per key in fixed windows, for the rate limits: one
+atomic increment per event, shared by every worker of every replica, forgotten soon after
+their window ends. Like every other key, a counter's key is a digest, never an address.
+
 Every method raises ``StoreUnavailable`` when the store cannot be reached or answers with
 something it did not write: the caller turns that into a 503, never a 500.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -134,8 +139,29 @@ def revocation_rows(
     return ended, rows
 
 
+#: How long a counter outlives its window, so that a replica whose clock is a little behind
+#: still counts into the window it is in rather than into a fresh one.
+COUNTER_GRACE = 5.0
+
+
+def fixed_window(window: float, now: float) -> tuple[int, int]:
+    """The fixed window of ``window`` seconds containing ``now``, as (start, end) in whole
+    milliseconds: the start is ``floor(now / window) * window``, computed on integers so
+    that every process finds the same window for the same moment."""
+    width = round(window * 1000) if math.isfinite(window) else 0
+    if width < 1 or not math.isfinite(now):
+        raise ValueError("a counter's window must be at least a millisecond, at a finite time")
+    start = math.floor(now * 1000) // width * width
+    return start, start + width
+
+
+def window_left(end_ms: int, window: float, now: float) -> float:
+    """Seconds from ``now`` until a window ending at ``end_ms`` ends, within (0, window]."""
+    return min(max(end_ms / 1000 - now, 0.001), window)
+
+
 class StateStore(Protocol):
-    """Shared state: short-lived keys, the session index and revocations."""
+    """Shared state: short-lived keys, counters, the session index and revocations."""
 
     #: Where the store is, for logs and ``/_gateway/readyz``: never a password.
     description: str
@@ -150,6 +176,20 @@ class StateStore(Protocol):
 
     def get(self, key: str) -> bytes | None:
         """The value of an unexpired ``key``, or None."""
+
+    # -- counters (rate limits) -------------------------------------------------------------
+
+    def hit(self, key: str, window: float, now: float) -> tuple[int, float]:
+        """Count one event for ``key`` in the fixed window of ``window`` seconds that
+        contains ``now`` (it starts at ``floor(now / window) * window``, see
+        ``fixed_window``); the number of events counted for ``key`` in that window,
+        this one included, and the seconds from ``now`` until the window ends.
+
+        Atomic across every worker of every replica: N calls in one window, from anywhere,
+        answer 1 to N, each once. A window of another length is another counter. Counters
+        are forgotten a few seconds after their window ends (``COUNTER_GRACE``). ``key`` is
+        stored as given: the caller passes a digest (never an address or a secret); a
+        window under a millisecond is a ``ValueError``."""
 
     # -- sessions ---------------------------------------------------------------------------
 

@@ -17,6 +17,9 @@ Keys, under ``key_prefix`` (``wechat-gateway:``)::
 
     wechat-gateway:kv:KEY              short-lived value, after a ``wg1:`` mark (SET NX PX,
                                        SET PX, GET)
+    wechat-gateway:rate:KEY:W:START    a counter: the events of KEY in the window of W ms
+                                       starting at START (unix ms); INCR and PEXPIRE in
+                                       one script, expiring a few seconds after the window
     wechat-gateway:{gw}:session:SID    a session record (JSON), expiring with the session
     wechat-gateway:{gw}:sessions       sorted set: SID scored by its expiry (unix seconds)
     wechat-gateway:{gw}:user:ID        set of SIDs of an openid, unionid or wecom:USERID
@@ -24,7 +27,8 @@ Keys, under ``key_prefix`` (``wechat-gateway:``)::
 
 The ``{gw}`` hash tag keeps the index and the revocations in one Cluster slot, so they are
 written together in one MULTI; the short-lived keys are touched one at a time and spread
-over the slots. No key holds a cookie value or a token: records say who signed in where.
+over the slots, and so are the counters (each is one key: its script touches nothing
+else). No key holds a cookie value or a token: records say who signed in where.
 
 Revocations are a stream (XADD ``kind``/``target``/``moment``/``expires_at``), so they
 persist with Redis's data and are followed by entry id: the cursor is the id of the last
@@ -66,7 +70,15 @@ from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
-from gateway.state.base import Revocations, SessionRecord, StoreUnavailable, revocation_rows
+from gateway.state.base import (
+    COUNTER_GRACE,
+    Revocations,
+    SessionRecord,
+    StoreUnavailable,
+    fixed_window,
+    revocation_rows,
+    window_left,
+)
 from gateway.state.redis_settings import check_redis_settings, parse_hosts, parse_url
 
 if TYPE_CHECKING:
@@ -90,6 +102,14 @@ _STREAM_ID: Final = re.compile(r"(\d+)-(\d+)")
 _RECORD_FIELDS: Final = frozenset(field.name for field in dataclasses.fields(SessionRecord))
 _NO_RETRY: Final = Retry(NoBackoff(), 0)
 _START: Final = "0-0"
+#: One event counted and the counter's expiry set, atomically: KEYS[1] the counter,
+#: ARGV[1] its time to live in milliseconds. The expiry is relative, so Redis's own clock
+#: does not need to agree with the gateway's.
+_HIT: Final = """
+local count = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return count
+"""
 
 _Client = Redis | RedisCluster
 
@@ -229,6 +249,7 @@ class RedisStore:
         self.clock = clock
         self.socket_timeout = socket_timeout
         self._kv = f"{key_prefix}kv:"
+        self._rate = f"{key_prefix}rate:"
         tagged = f"{key_prefix}{{gw}}:"
         self._session = f"{tagged}session:"
         self._user = f"{tagged}user:"
@@ -355,6 +376,18 @@ class RedisStore:
             if not isinstance(value, bytes) or not value.startswith(_VALUE_MARK):
                 raise _Garbage(f"short-lived value under {self._kv}{key}")
             return value[len(_VALUE_MARK) :]
+
+    # -- counters -------------------------------------------------------------------------
+
+    def hit(self, key: str, window: float, now: float) -> tuple[int, float]:
+        start, end = fixed_window(window, now)
+        counter = f"{self._rate}{key}:{end - start}:{start}"
+        ttl = _milliseconds(end / 1000 - now + COUNTER_GRACE)
+        with self._talking():
+            count: object = self._client().eval(_HIT, 1, counter, str(ttl))
+            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise _Garbage(f"counter {counter}")
+        return count, window_left(end, window, now)
 
     # -- sessions -------------------------------------------------------------------------
 

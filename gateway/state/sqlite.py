@@ -6,9 +6,11 @@ shared across processes). Writes are short transactions; a lock held by another 
 waited for up to ``busy_timeout``, after which the call fails as ``StoreUnavailable``,
 like a locked, deleted or full database file does.
 
-Tables: ``kv`` (short-lived keys with their expiry), ``sessions`` (the index), and
-``revocations`` (append-only, numbered: ``revocations_since`` reads the rows after a
-number). Expired rows are swept at most once a minute per process.
+Tables: ``kv`` (short-lived keys with their expiry), ``counters`` (one row per key and
+fixed window: ``hit`` increments it in one immediate transaction, which also drops that
+key's ended windows), ``sessions`` (the index), and ``revocations`` (append-only,
+numbered: ``revocations_since`` reads the rows after a number). Expired rows are swept at
+most once a minute per process.
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.server.greenlets import off_hub
-from gateway.state.base import Revocations, SessionRecord, StoreUnavailable, revocation_rows
+from gateway.state.base import (
+    COUNTER_GRACE,
+    Revocations,
+    SessionRecord,
+    StoreUnavailable,
+    fixed_window,
+    revocation_rows,
+    window_left,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -32,6 +42,14 @@ CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY,
     value BLOB NOT NULL,
     expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    key TEXT NOT NULL,
+    window_ms INTEGER NOT NULL,
+    start_ms INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (key, window_ms, start_ms)
 );
 CREATE TABLE IF NOT EXISTS sessions (
     sid TEXT PRIMARY KEY,
@@ -154,6 +172,7 @@ class SqliteStore:
         self._transaction(
             [
                 ("DELETE FROM kv WHERE expires_at <= ?", (now,)),
+                ("DELETE FROM counters WHERE expires_at <= ?", (now,)),
                 ("DELETE FROM sessions WHERE expires_at <= ?", (now,)),
                 ("DELETE FROM revocations WHERE expires_at <= ?", (now,)),
             ]
@@ -185,6 +204,43 @@ class SqliteStore:
         if not isinstance(value, bytes):
             raise StoreUnavailable(f"{self.description}: a value it did not write under {key}")
         return value
+
+    # -- counters ---------------------------------------------------------------------------
+
+    def hit(self, key: str, window: float, now: float) -> tuple[int, float]:
+        start, end = fixed_window(window, now)
+        self._sweep(self.clock())
+        count = off_hub(self._hit_here, key, end - start, start, end / 1000 + COUNTER_GRACE, now)
+        return count, window_left(end, window, now)
+
+    def _hit_here(self, key: str, width: int, start: int, expires_at: float, now: float) -> int:
+        """Drop this key's ended windows and count one in this one, in one immediate
+        transaction: the write lock is taken first, so no other process counts between
+        the increment and the read."""
+        db = self._db()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("DELETE FROM counters WHERE key = ? AND expires_at <= ?", (key, now))
+                db.execute(
+                    "INSERT INTO counters VALUES (?, ?, ?, 1, ?) ON CONFLICT"
+                    " (key, window_ms, start_ms) DO UPDATE SET count = count + 1",
+                    (key, width, start, expires_at),
+                )
+                row = db.execute(
+                    "SELECT count FROM counters WHERE key = ? AND window_ms = ? AND start_ms = ?",
+                    (key, width, start),
+                ).fetchone()
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except (sqlite3.Error, UnicodeError, OverflowError) as exc:
+            raise StoreUnavailable(f"{self.description}: {exc}") from None
+        if row is None or not isinstance(row[0], int) or row[0] < 1:
+            raise StoreUnavailable(f"{self.description}: a counter it did not write under {key}")
+        count: int = row[0]
+        return count
 
     # -- sessions ---------------------------------------------------------------------------
 

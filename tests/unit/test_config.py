@@ -1189,3 +1189,14 @@ def test_identity_problems_are_named(tmp_path: Path) -> None:
     assert mentions(found, "access.groups_file", "not valid YAML"), found
     found = problems(minimal(access={"groups_file": str(tmp_path / "nope.yaml")}))
     assert mentions(found, "access.groups_file", "file not found"), found
+
+
+@pytest.mark.parametrize("rate", ["20", "x/60s", "-1/60s", "20/0s", "1.5/60s", "20/fortnight"])
+def test_a_bad_rate_limit_is_named(rate: str) -> None:
+    found = problems(minimal(login={"rate_limit": rate}))
+    assert problems_for(found, "login.rate_limit"), found
+
+
+def test_the_rate_limit_default_and_off() -> None:
+    assert parse(minimal()).login.rate_limit == "120/60s"
+    assert parse(minimal(login={"rate_limit": "0/1s"})).login.rate_limit == "0/1s"
