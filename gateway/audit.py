@@ -27,6 +27,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.audit")
 
 _MAX_USER_AGENT = 256
+#: The message of each event, for people reading the text log.
+_SUMMARY = {
+    ("signin", "ok"): "signed in",
+    ("signin", "failed"): "sign-in failed",
+    ("signout", "ok"): "signed out",
+    ("revoke", "ok"): "revoked sessions",
+    ("denied", "ok"): "denied",
+}
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
 
@@ -71,5 +79,7 @@ class Audit:
             )
             agent = str(environ.get("HTTP_USER_AGENT", ""))[:_MAX_USER_AGENT]
             fields["user_agent"] = clean_text(agent)
-        summary = f"{event} {outcome}" + (f" ({reason})" if reason else "")
+        summary = _SUMMARY.get((event, outcome), f"{event} {outcome}")
+        if reason:
+            summary += f" ({reason})"
         log.info("%s", summary, extra={"fields": fields})

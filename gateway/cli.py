@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway import __version__
@@ -14,6 +16,7 @@ from gateway.config import (
     ENV_CONFIG,
     ConfigError,
     check_bind,
+    default_config_path,
     load_settings,
 )
 
@@ -23,6 +26,10 @@ if TYPE_CHECKING:
     from gateway.config import Settings
 
 EXIT_CONFIG = 2
+#: A command line that names nothing to do (argparse's own code for a usage error).
+EXIT_USAGE = 2
+#: The commented example config, at the top of the source tree (it is not installed).
+EXAMPLE_CONFIG = "gateway.yaml.example"
 
 _DESCRIPTION = """\
 WeChat QR-code login in front of any web app.
@@ -33,8 +40,9 @@ identity in X-WeChat-OpenID and related headers.
 """
 
 _EPILOG = f"""\
-The config file is YAML; see gateway.yaml.example. Without -c, the file is ${ENV_CONFIG},
-then ./{DEFAULT_CONFIG_FILE}.
+The config file is YAML; start from gateway.yaml.example, at the top of the source tree.
+Without -c, the file is ${ENV_CONFIG}, then ./{DEFAULT_CONFIG_FILE}. With no command, this
+help is printed on stderr and the exit status is 2.
 
 examples:
   wechat-gateway gen-secret                 a value for session.secret
@@ -54,8 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    # No command (or ``sessions`` with no action) prints that parser's whole help, not
+    # argparse's one-line "required" error: ``usage`` names the parser to print.
+    parser.set_defaults(usage=parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.required = True
 
     serve = commands.add_parser(
         "serve",
@@ -97,8 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="List the active sessions recorded in the state store, or end some: "
         "a revoked session is no session on every worker of every replica within a second.",
     )
+    sessions.set_defaults(usage=sessions)
     actions = sessions.add_subparsers(dest="action", metavar="ACTION")
-    actions.required = True
     listing = actions.add_parser("list", help="list active sessions")
     _add_config_option(listing)
     listing.add_argument("--user", metavar="ID", help="only this user's (openid or unionid)")
@@ -155,6 +165,9 @@ def _positive_int(text: str) -> int:
 
 
 def _load(path: str | None) -> Settings | None:
+    if path is None and not default_config_path().exists():
+        print(_no_config_file(), file=sys.stderr)
+        return None
     try:
         return load_settings(path)
     except ConfigError as error:
@@ -164,8 +177,23 @@ def _load(path: str | None) -> Settings | None:
         return None
 
 
+def _no_config_file() -> str:
+    """Where the config was looked for, and how to start one: the report's one line."""
+    file = default_config_path()
+    if os.environ.get(ENV_CONFIG):
+        return f"{file}: config file not found (named by ${ENV_CONFIG})"
+    where = "" if Path(EXAMPLE_CONFIG).is_file() else ", at the top of the source tree"
+    return (
+        f"{file}: config file not found (no -c FILE, no ${ENV_CONFIG}); start from the "
+        f"example{where}: cp {EXAMPLE_CONFIG} {DEFAULT_CONFIG_FILE}"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command is None or (args.command == "sessions" and args.action is None):
+        args.usage.print_help(sys.stderr)
+        return EXIT_USAGE
     if args.command == "gen-secret":
         print(secrets.token_urlsafe(32))
         return 0

@@ -41,6 +41,8 @@ from gateway.config import (
 from gateway.identity.compose import ASSERTION, GROUPS
 from gateway.identity.headers import APPID, AVATAR, NICKNAME, OPENID, UNIONID
 from gateway.simulator import Simulator, SimulatorServer
+from gateway.simulator.pages import visible
+from gateway.web.pages import stylesheet
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -51,36 +53,34 @@ _IDENTITY = (OPENID, UNIONID, APPID, NICKNAME, AVATAR, GROUPS)
 #: The sample app's WebSocket, served by its own small server behind a second upstream entry.
 LIVE_PATH = "/ws"
 
+# The sample app looks like the gateway's own pages (their stylesheet, then a few rules for
+# what only it has: a wider card, tables, the live panel's form), so the demo reads as one
+# product. Element ids and data attributes are what the browser tests read.
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Sample app: who am I?</title>
-<style>
-body {{ font: 16px/1.5 system-ui, sans-serif; max-width: 44rem; margin: 2rem auto;
-  padding: 0 1rem; }}
-table {{ border-collapse: collapse; width: 100%; }} th {{ white-space: nowrap; }}
-th, td {{ text-align: left; padding: .4rem .6rem; border-bottom: 1px solid #ddd;
-  vertical-align: top; }}
-td {{ overflow-wrap: anywhere; }} code {{ font-size: .85em; }} img {{ border-radius: 8px; }}
-input, button {{ font: inherit; padding: .3rem .6rem; }} #ws-input {{ width: 60%; }}
-</style></head>
+<style>{style}</style></head>
 <body>
+<header class="brand"><p>Sample app</p></header>
+<main class="sample">
+<p class="status">An app with no login of its own, behind wechat-gateway</p>
 <h1 id="greeting">Hello, {nickname}!</h1>
-<p>This page is a plain app behind wechat-gateway. It has no login code: it only reads the
-identity headers the gateway added to the request.</p>
+<p class="lead">This page has no login code: it only reads the identity headers the gateway
+added to the request.</p>
 <table>
 <tr><th>Header</th><th>Value as received</th></tr>
 {rows}
 </table>
-<p>Signed assertion (<code>X-WeChat-Assertion</code>), checked by this app against the
-gateway's <a href="/_gateway/jwks.json">JWKS</a>:
+<p class="check">Signed assertion (<code>X-WeChat-Assertion</code>), checked by this app
+against the gateway's <a href="/_gateway/jwks.json">JWKS</a>:
 <strong id="assertion" data-verified="{verified}">{assertion}</strong></p>
 <p>You asked for <code id="path">{path}</code>.</p>
 <h2>Live WebSocket</h2>
-<p>This panel talks to the app over a WebSocket (<code>{live_path}</code>), opened through the
-gateway with the same sign-in: the app reads who you are from the identity headers of the
-upgrade request. It echoes what you send and ticks every second; sign out in another tab
-and the gateway closes it.</p>
+<p class="lead">This panel talks to the app over a WebSocket (<code>{live_path}</code>),
+opened through the gateway with the same sign-in: the app reads who you are from the
+identity headers of the upgrade request. It echoes what you send and ticks every second;
+sign out in another tab and the gateway closes it.</p>
 <table>
 <tr><th>Status</th><td id="ws-status">connecting&hellip;</td></tr>
 <tr><th>Clock</th><td id="ws-clock"><em>no tick yet</em></td></tr>
@@ -88,10 +88,40 @@ and the gateway closes it.</p>
 <form id="ws-form" data-path="{live_path}"><p><input id="ws-input" autocomplete="off"
 placeholder="Say something" aria-label="Message"> <button id="ws-send">Send</button></p></form>
 <ul id="ws-log"></ul>
-<p><a href="/_gateway/userinfo">/_gateway/userinfo</a> &middot;
-<a id="logout" href="/_gateway/logout">Sign out</a></p>
+<div class="actions"><a class="button" id="logout" href="/_gateway/logout">Sign out</a>
+<a class="plain" href="/_gateway/userinfo">/_gateway/userinfo</a></div>
+</main>
+<footer><p>wechat-gateway demo</p></footer>
 <script>{script}</script>
 </body></html>
+"""
+
+_SAMPLE_STYLE = """
+main.sample { max-width: 48rem; }
+h2 { font-size: 1.15rem; margin: 2rem 0 .25rem; }
+.lead { margin-bottom: 1rem; }
+table { border-collapse: collapse; width: 100%; font-size: .9rem; }
+th, td { text-align: left; padding: .45rem .6rem; border-bottom: 1px solid var(--line);
+  vertical-align: top; }
+th { white-space: nowrap; color: var(--muted); font-weight: 600; }
+td { overflow-wrap: anywhere; }
+code { font: .85em/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
+.check { margin-top: 1.25rem; }
+#assertion { overflow-wrap: anywhere; }
+#assertion[data-verified="yes"] { color: var(--link); }
+#ws-form p { display: flex; gap: .5rem; margin-top: 1rem; }
+#ws-input { flex: 1; min-width: 0; font: inherit; padding: .55rem .75rem; color: var(--fg);
+  background: var(--bg); border: 1px solid var(--line); border-radius: 8px; }
+#ws-send { font: inherit; font-weight: 600; padding: .55rem 1.25rem; border: 0;
+  border-radius: 8px; background: var(--accent); color: #fff; cursor: pointer; }
+#ws-send:hover { filter: brightness(1.1); }
+#ws-input:focus-visible, #ws-send:focus-visible { outline: 3px solid var(--fg);
+  outline-offset: 2px; }
+#ws-log { list-style: none; padding: 0; margin: .5rem 0 0; color: var(--muted);
+  font-size: .9rem; }
+#ws-log li { padding: .3rem 0; border-bottom: 1px dashed var(--line); overflow-wrap: anywhere; }
+.actions { align-items: center; }
+.actions a.plain { font-size: .9rem; text-underline-offset: .3em; }
 """
 
 # The live panel's script, inserted whole (not through str.format). The WebSocket is opened
@@ -179,7 +209,8 @@ def sample_app(environ: WSGIEnvironment, start_response: StartResponse) -> Itera
     nickname = unquote(environ.get("HTTP_X_WECHAT_NICKNAME", "stranger"))
     path = environ.get("RAW_URI") or environ.get("PATH_INFO", "/")
     body = _PAGE.format(
-        nickname=escape(nickname),
+        style=stylesheet() + _SAMPLE_STYLE,
+        nickname=escape(visible(nickname)),
         rows="\n".join(rows),
         path=escape(path),
         verified="yes" if verified else "no",

@@ -163,9 +163,17 @@ class TooManyRequests(GatewayError):
     title = "Too many sign-in attempts"
     hint = "Wait a moment, then sign in again."
 
-    def __init__(self, retry_after: int) -> None:
+    def __init__(
+        self,
+        retry_after: int = 60,
+        *,
+        actions: tuple[tuple[str, str], ...] = (),
+        extra_headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         super().__init__(
-            f"try again in {retry_after} s", extra_headers=(("Retry-After", str(retry_after)),)
+            f"try again in {retry_after} s",
+            actions=actions,
+            extra_headers=(("Retry-After", str(retry_after)), *extra_headers),
         )
         self.retry_after = retry_after
 

@@ -21,13 +21,14 @@ without login unless ``access.allow_preflight`` is off; one with a body is no pr
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import logging
 import os
 import re
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from gateway.errors import BadRequest
 from gateway.http.paths import plain_path, policy_path
@@ -44,6 +45,21 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.access")
 
 _RECHECK = 1.0
+
+#: The methods a public rule may name: the IANA HTTP Method Registry (RFC 9110's, PATCH,
+#: WebDAV's and CalDAV's, for apps such as Radicale). A tuple, so that the suggestion for a
+#: misspelt one does not depend on hash order.
+_HTTP_METHODS: Final = tuple(
+    """GET HEAD POST PUT DELETE PATCH OPTIONS TRACE CONNECT QUERY PROPFIND PROPPATCH MKCOL
+    COPY MOVE LOCK UNLOCK REPORT SEARCH MKCALENDAR ACL BIND UNBIND REBIND LINK UNLINK
+    ORDERPATCH MKREDIRECTREF UPDATEREDIRECTREF CHECKIN CHECKOUT UNCHECKOUT VERSION-CONTROL
+    BASELINE-CONTROL LABEL MERGE MKACTIVITY MKWORKSPACE UPDATE""".split()  # noqa: SIM905 - a registry, read as words
+)
+#: Words people write for "any method": the rule without a method means that.
+_ANY_METHOD: Final = frozenset({"*", "ALL", "ANY"})
+#: Where the rule proper starts: the first ``/`` or ``~`` that begins a word.
+_RULE_START: Final = re.compile(r"(?:^|(?<=\s))[/~]")
+_METHOD_SEPARATORS: Final = re.compile(r"[\s,|/+]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,23 +86,47 @@ def _under(path: str, prefix: str) -> bool:
 
 
 def parse_public_rule(entry: str) -> _PublicRule:
-    """``/prefix``, ``METHOD /prefix`` or ``[METHOD ]~regex``; ValueError if malformed."""
+    """``/prefix``, ``METHOD /prefix`` or ``[METHOD ]~regex``; ValueError if malformed.
+
+    The method is matched in any case (``get`` is ``GET``) and must be one HTTP defines; a
+    prefix is one path, without whitespace. Messages never repeat the entry (a config
+    message names keys, not values), but do suggest the method that was probably meant.
+    """
     text = entry.strip()
-    method: str | None = None
-    if not text.startswith(("/", "~")):
-        word, _, text = text.partition(" ")
-        if not word.isalpha():
-            raise ValueError("the method must be a word such as GET")
-        method = word.upper()
-        text = text.strip()
+    start = _RULE_START.search(text)
+    if start is None:
+        raise ValueError("must be a path starting with /, or ~ and a regular expression")
+    head, text = text[: start.start()], text[start.start() :]
+    method = _method(head) if head else None
     if text.startswith("~"):
         try:
             return _PublicRule(method, None, re.compile(text[1:]))
         except re.error as exc:
             raise ValueError(f"invalid regular expression ({exc.msg})") from None
-    if not text.startswith("/"):
-        raise ValueError("must be a path starting with /, or ~ and a regular expression")
+    if any(char.isspace() for char in text):
+        raise ValueError(
+            "a path cannot contain spaces: one path per rule (a path with a space in it is"
+            " matched with ~ and a regular expression)"
+        )
     return _PublicRule(method, text, None)
+
+
+def _method(head: str) -> str:
+    """The rule's method, upper-cased; ValueError naming the method probably meant."""
+    words = [word for word in _METHOD_SEPARATORS.split(head.upper()) if word]
+    if len(words) > 1:
+        if all(word in _HTTP_METHODS for word in words):
+            raise ValueError("one method per rule: write a rule for each method")
+        raise ValueError("must be a path starting with /, or ~ and a regular expression")
+    method = words[0]
+    if method in _HTTP_METHODS:
+        return method
+    if method in _ANY_METHOD:
+        raise ValueError("to match every method, leave the method out")
+    close = difflib.get_close_matches(method, _HTTP_METHODS, n=1)
+    if close:
+        raise ValueError(f"not an HTTP method: did you mean {close[0]}?")
+    raise ValueError("not an HTTP method: the method must be one such as GET or POST")
 
 
 def parse_allow_file(text: str) -> frozenset[str]:

@@ -121,7 +121,7 @@ class LoginSettings:
     footer: str = ""
     wxlogin_js: str = "https://res.wx.qq.com/connect/zh_CN/htmledition/js/wxLogin.js"
     #: Sign-in starts (and, separately, callbacks) per client address: "N/DURATION".
-    rate_limit: str = "120/60s"
+    rate_limit: str = "600/60s"
 
 
 #: Where the embedded store lives when ``state.url`` is not set: root's (and the Docker

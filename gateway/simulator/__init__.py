@@ -42,6 +42,10 @@ Browser pages
         a chooser for ``snsapi_base``, a consent page with Allow/Decline for
         ``snsapi_userinfo``.
     An app's ``callback_domain`` (when set) must equal the ``redirect_uri`` host.
+    Every page speaks Chinese or English, as the gateway's pages do: ``lang`` in the query
+    (``cn``, ``en``, or ``zh``...), then ``Accept-Language``, then English; inside
+    ``wxLogin.js``'s frame, which passes ``lang=en`` or nothing, nothing is Chinese. Control
+    characters in nicknames show as escapes (``\\x14``).
 
 API (every reply HTTP 200 ``text/plain`` without charset, ``\\/`` escapes, raw UTF-8, raw
 control characters; errors ``{"errcode":N,"errmsg":"..., rid: xxxxxxxx-xxxxxxxx-xxxxxxxx"}``)

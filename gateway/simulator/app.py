@@ -38,6 +38,11 @@ if TYPE_CHECKING:
 
 _STATE_RE: Final = re.compile(r"[A-Za-z0-9]{0,128}")
 _OA_ORDER: Final = ("appid", "redirect_uri", "response_type", "scope", "state")
+_STATE_PROBLEM: Final = (
+    "state 参数错误：须为 0 到 128 个 [A-Za-z0-9] 字符",
+    "state must be [A-Za-z0-9]{0,128}",
+)
+_UNKNOWN_USER: Final = ("没有这个测试用户", "unknown user")
 _GARBAGE: Final = (
     b"<html><head><title>502 Bad Gateway</title></head>"
     b"<body><center><h1>502 Bad Gateway</h1></center></body></html>"
@@ -196,7 +201,8 @@ class Simulator:
         openids = {
             (a.app_id, u.key): self.openid(a.app_id, u.key) for a in self.apps for u in self.users
         }
-        return _html(pages.index_page(self.apps, self.users, openids))
+        lang = pages.page_lang(request.environ)
+        return _html(pages.index_page(self.apps, self.users, openids, lang))
 
     def _qrconnect(self, request: Request) -> Response:
         args = request.args
@@ -208,29 +214,31 @@ class Simulator:
             else None
         )
 
-        def refuse(message: str) -> Response:
-            return _html(pages.error_page(message, embed=embed))
+        lang = pages.page_lang(request.environ, embedded=embed is not None)
+
+        def refuse(message: pages.Said) -> Response:
+            return _html(pages.error_page(message, lang=lang, embed=embed))
 
         app = self._state.apps.get(args.get("appid", ""))
         if app is None:
-            return refuse("AppID 参数错误 / invalid appid")
+            return refuse(("AppID 参数错误", "invalid appid"))
         if args.get("scope") != "snsapi_login" or app.kind != "website":
-            return refuse("Scope 参数错误或没有 Scope 权限 / invalid scope")
+            return refuse(("Scope 参数错误或没有 Scope 权限", "invalid scope"))
         if embed is None and args.get("response_type") != "code":
-            return refuse("response_type 参数错误 / invalid response_type")
+            return refuse(("response_type 参数错误", "invalid response_type"))
         problem = _redirect_uri_problem(app, args.get("redirect_uri", ""))
         if problem:
-            return refuse(f"redirect_uri 参数错误 / {problem}")
+            return refuse(problem)
         state = args.get("state", "")
         if not _STATE_RE.fullmatch(state):
-            return refuse("state 参数错误 / state must be [A-Za-z0-9]{0,128}")
+            return refuse(_STATE_PROBLEM)
         ticket = self._state.open_ticket(app.app_id, args["redirect_uri"], state, "snsapi_login")
         chosen = args.get("sim_user")
         if chosen is not None and chosen in self._state.users:
             return _redirect(self._state.confirm(ticket, chosen))
         confirm_url = f"{request.host_url}connect/confirm/{ticket}"
         people = [user for user in self.users if not user.snapshot]
-        return _html(pages.qr_page(app, ticket, confirm_url, people, args.get("lang", "cn"), embed))
+        return _html(pages.qr_page(app, ticket, confirm_url, people, lang, embed))
 
     def _wxlogin_js(self, request: Request) -> Response:
         """WeChat's wxLogin.js (``res.wx.qq.com``), embedding this simulator's QR page."""
@@ -239,14 +247,25 @@ class Simulator:
 
     def _oauth2_authorize(self, request: Request) -> Response:
         args = request.args
+        lang = pages.page_lang(request.environ)
+
+        def refuse(message: pages.Said, errcode: int | None = None) -> Response:
+            return _html(pages.error_page(message, errcode, lang=lang))
+
         app_id = args.get("appid", "")
         if not app_id:
-            return _html(pages.error_page("appid 参数错误 / appid missing", 10012))
+            return refuse(("appid 参数错误", "appid missing"), 10012)
         app = self._state.apps.get(app_id)
         if app is None:
-            return _html(pages.error_page("appid 参数错误 / invalid appid", 10012))
+            return refuse(("appid 参数错误", "invalid appid"), 10012)
         if app.kind != "official_account":
-            return _html(pages.error_page("不支持微信开放平台的Appid 请使用公众号Appid", 10016))
+            return refuse(
+                (
+                    "不支持微信开放平台的Appid 请使用公众号Appid",
+                    "an Open Platform appid cannot be used here: use an Official Account's",
+                ),
+                10016,
+            )
         names = [
             unquote_plus(part.partition("=")[0])
             for part in request.query_string.decode("latin-1").split("&")
@@ -254,61 +273,63 @@ class Simulator:
         ]
         ours = [name for name in names if name in _OA_ORDER]
         if ours != [name for name in _OA_ORDER if name in ours] or len(set(ours)) != len(ours):
-            return _html(
-                pages.error_page(
-                    "参数顺序错误 / parameters must come in the order "
-                    "appid, redirect_uri, response_type, scope, state"
+            return refuse(
+                (
+                    "参数顺序错误：须依次为 appid, redirect_uri, response_type, scope, state",
+                    "parameters must come in the order "
+                    "appid, redirect_uri, response_type, scope, state",
                 )
             )
         problem = _redirect_uri_problem(app, args.get("redirect_uri", ""))
         if problem:
-            code = 10011 if not args.get("redirect_uri") else 10003
-            return _html(pages.error_page(f"redirect_uri 参数错误 / {problem}", code))
+            return refuse(problem, 10011 if not args.get("redirect_uri") else 10003)
         if args.get("response_type") != "code":
-            return _html(pages.error_page("response_type 参数错误 / invalid response_type"))
+            return refuse(("response_type 参数错误", "invalid response_type"))
         scope = args.get("scope", "")
         if not scope:
-            return _html(pages.error_page("scope 参数错误 / scope missing", 10010))
+            return refuse(("scope 参数错误", "scope missing"), 10010)
         if scope not in SCOPES["official_account"]:
-            return _html(pages.error_page("scope 参数错误或没有 scope 权限", 10005))
+            return refuse(("scope 参数错误或没有 scope 权限", "invalid scope"), 10005)
         state = args.get("state", "")
         if not _STATE_RE.fullmatch(state):
-            return _html(pages.error_page("state 参数错误 / state must be [A-Za-z0-9]{0,128}"))
+            return refuse(_STATE_PROBLEM)
         ticket = self._state.open_ticket(app.app_id, args["redirect_uri"], state, scope)
         chosen = args.get("sim_user")
         if chosen is not None and chosen in self._state.users:
             return _redirect(self._state.confirm(ticket, chosen))
-        return _html(pages.oauth2_page(app, ticket, self.users, scope))
+        return _html(pages.oauth2_page(app, ticket, self.users, scope, lang))
 
     def _scan(self, request: Request, ticket: str) -> Response:
         """A choice made by link: ``?user=KEY`` authorizes, ``?cancel=1`` declines."""
         user = request.args.get("user")
+        lang = pages.page_lang(request.environ)
         try:
             if request.args.get("cancel"):
                 return _redirect(self._state.cancel(ticket))
             if user is None or user not in self._state.users:
-                return _html(pages.error_page("unknown user"), 400)
+                return _html(pages.error_page(_UNKNOWN_USER, lang=lang), 400)
             return _redirect(self._state.confirm(ticket, user))
         except TicketGone:
-            return _html(pages.gone_page(), 410)
+            return _html(pages.gone_page(lang), 410)
 
     def _confirm(self, request: Request, ticket: str) -> Response:
         """The phone side of the QR flow; the desktop page learns the outcome by polling."""
+        lang = pages.page_lang(request.environ)
         try:
             if request.method == "GET":
                 app = self._state.apps[self._state.mark_scanned(ticket)]
                 people = [user for user in self.users if not user.snapshot]
-                return _html(pages.confirm_page(app, ticket, people))
+                return _html(pages.confirm_page(app, ticket, people, lang))
             if request.form.get("cancel"):
                 self._state.cancel(ticket)
-                return _html(pages.confirmed_page(accepted=False))
+                return _html(pages.confirmed_page(False, lang))
             user = request.form.get("user", "")
             if user not in self._state.users:
-                return _html(pages.error_page("unknown user"), 400)
+                return _html(pages.error_page(_UNKNOWN_USER, lang=lang), 400)
             self._state.confirm(ticket, user)
-            return _html(pages.confirmed_page(accepted=True))
+            return _html(pages.confirmed_page(True, lang))
         except TicketGone:
-            return _html(pages.gone_page(), 410)
+            return _html(pages.gone_page(lang), 410)
 
     def _poll(self, request: Request, ticket: str) -> Response:
         status, target = self._state.poll(ticket)
@@ -429,14 +450,20 @@ class Simulator:
         return _json({"ok": True})
 
 
-def _redirect_uri_problem(app: SimApp, uri: str) -> str | None:
+def _redirect_uri_problem(app: SimApp, uri: str) -> pages.Said | None:
     if not uri:
-        return "redirect_uri missing"
+        return "redirect_uri 参数错误", "redirect_uri missing"
     parts = urlsplit(uri)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "redirect_uri must be an absolute http(s) URL"
+        return (
+            "redirect_uri 参数错误：须为完整的 http(s) 地址",
+            "redirect_uri must be an absolute http(s) URL",
+        )
     if app.callback_domain is not None and parts.hostname != app.callback_domain:
-        return "redirect_uri 域名与后台配置不一致 / host is not the app's callback domain"
+        return (
+            "redirect_uri 域名与后台配置不一致",
+            "redirect_uri: the host is not the app's callback domain",
+        )
     return None
 
 

@@ -2,8 +2,14 @@
 and the ``wxLogin.js`` script that embeds the QR page in another site's page.
 
 Pages are small and self-contained (no external resources, inline CSS, one tiny script on
-the QR page). Every value echoed back is HTML-escaped; control characters in nicknames are
-shown as U+FFFD. Every action is a plain link or form, so the flows work without JS.
+the QR page). Every value echoed back is HTML-escaped; control characters in nicknames
+(and line separators and bidi controls) are shown as escapes, ``\\x14`` or ``\\r\\n``, so a
+test identity shows what it holds. Every action is a plain link or form, so the flows work
+without JS.
+
+Each page speaks Chinese or English, chosen as the gateway's own pages choose
+(``page_lang``): ``?lang=`` (WeChat's ``cn``/``en``), then the browser's
+``Accept-Language``, then English.
 
 An embedded QR page (``login_type=jssdk``, inside the iframe ``wxLogin.js`` creates) is
 compact, to fit WeChat's 300x400 frame, and, like WeChat's, sends the *top* window to the
@@ -14,14 +20,22 @@ from __future__ import annotations
 
 import html
 import json
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import quote
 
 import segno
 
 from gateway.simulator.core import SimApp, SimUser
+from gateway.web.i18n import HTML_LANG, Lang, negotiate_lang
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
+
+#: A message in both languages: (Chinese, English).
+Said = tuple[str, str]
 
 _STYLE: Final = """
 body{font-family:system-ui,-apple-system,"PingFang SC","Microsoft YaHei",sans-serif;
@@ -67,8 +81,8 @@ class Embed:
     style: str = "black"
 
 
-_TEXT: Final[Mapping[str, Mapping[str, str]]] = {
-    "cn": {
+_TEXT: Final[Mapping[Lang, Mapping[str, str]]] = {
+    "zh": {
         "title": "微信登录",
         "scan": "请使用微信扫描二维码登录",
         "or": "没有手机时 可选择一个测试身份",
@@ -78,6 +92,34 @@ _TEXT: Final[Mapping[str, Mapping[str, str]]] = {
         "expired": "二维码已失效 请刷新页面",
         "go": "已确认 点此继续",
         "phone": "手机扫码后打开的页面",
+        "phone_link": "手机链接：",
+        "error_title": "微信登录 - 出错了",
+        "error": "出错了",
+        "errcode": "错误码",
+        "gone": "二维码已失效",
+        "gone_text": "此登录请求已过期或已被使用。请返回重新开始。",
+        "confirm": "确认登录",
+        "confirm_text": "是否登录电脑上 AppID 为 {app} 的网站？",
+        "confirm_as": "以 {name} 身份确认登录",
+        "decline": "取消",
+        "confirmed": "已确认",
+        "confirmed_text": "请回到电脑上继续。",
+        "declined": "已取消",
+        "declined_text": "已取消此次登录。",
+        "wechat": "微信",
+        "who": "谁在使用微信？",
+        "who_text": "在真实的微信中这一步是静默的：手机的主人是已知的。"
+        "在 {state} 之后加上 {param} 可跳过这一步。",
+        "authorize_title": "微信授权",
+        "authorize": "授权",
+        "authorize_text": "AppID 为 {app} 的应用请求获取你的昵称和头像。",
+        "allow_as": "允许，以 {name} 身份",
+        "refuse": "拒绝",
+        "index": "微信模拟器",
+        "index_text": "open.weixin.qq.com 与 api.weixin.qq.com 的替身，供本地演示和测试使用。"
+        "各应用下的 openid：",
+        "user": "用户",
+        "snapshot": "（快照）",
     },
     "en": {
         "title": "Log in with WeChat",
@@ -89,22 +131,75 @@ _TEXT: Final[Mapping[str, Mapping[str, str]]] = {
         "expired": "This QR code has expired: reload the page",
         "go": "Confirmed: continue",
         "phone": "The page the phone opens after scanning",
+        "phone_link": "Phone link:",
+        "error_title": "WeChat login: error",
+        "error": "Oops",
+        "errcode": "errcode",
+        "gone": "QR code expired",
+        "gone_text": "This login request has expired or was already used. Go back and start again.",
+        "confirm": "Confirm login",
+        "confirm_text": "Log in to the website of app {app} on your computer?",
+        "confirm_as": "Log in as {name}",
+        "decline": "Decline",
+        "confirmed": "Confirmed",
+        "confirmed_text": "You can go back to your computer.",
+        "declined": "Declined",
+        "declined_text": "The login was cancelled.",
+        "wechat": "WeChat",
+        "who": "Who is using WeChat?",
+        "who_text": "In real WeChat this step is silent: the phone's user is known. "
+        "Add {param} after {state} to skip it.",
+        "authorize_title": "WeChat authorization",
+        "authorize": "Authorize",
+        "authorize_text": "App {app} asks for your nickname and avatar.",
+        "allow_as": "Allow as {name}",
+        "refuse": "Decline",
+        "index": "WeChat simulator",
+        "index_text": "A stand-in for open.weixin.qq.com and api.weixin.qq.com, for local demos "
+        "and tests. Openids per app:",
+        "user": "user",
+        "snapshot": " (snapshot)",
     },
 }
 
+#: Shown as escapes: they would act (end a line, reverse the text) rather than show.
+_BIDI: Final = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def page_lang(environ: WSGIEnvironment, *, embedded: bool = False) -> Lang:
+    """A page's language: ``?lang=`` (WeChat's ``cn`` or ``en``, or any spelling the
+    gateway's pages take), then ``Accept-Language``, then English, as on the gateway's own
+    pages. Inside ``wxLogin.js``'s iframe the embedding page has chosen already: it passes
+    ``lang=en`` or nothing, which is Chinese, as on WeChat."""
+    if embedded:
+        return negotiate_lang({"QUERY_STRING": environ.get("QUERY_STRING", "")}, "zh")
+    return negotiate_lang(environ, "en")
+
+
+def visible(text: str) -> str:
+    """``text`` with what would act rather than show (control characters, line separators,
+    bidi controls) written as escapes: ``"张三\\x14🚀"`` shows as ``张三\\x14🚀``."""
+    return "".join(map(_shown, text))
+
+
+def _shown(char: str) -> str:
+    category = unicodedata.category(char)
+    if category in ("Cc", "Zl", "Zp") or char in _BIDI:
+        return repr(char)[1:-1]
+    return "\ufffd" if category == "Cs" else char  # half an emoji has no UTF-8 form
+
 
 def _e(text: str) -> str:
-    shown = "".join(ch if ch.isprintable() else "\ufffd" for ch in text)
-    return html.escape(shown, quote=True)
+    return html.escape(visible(text), quote=True)
 
 
-def _page(title: str, body: str, embed: Embed | None = None) -> str:
+def _page(lang: Lang, title: str, body: str, embed: Embed | None = None) -> str:
     style, classes = _STYLE, ""
     if embed is not None:
         style += _EMBED_STYLE
         classes = f' class="embed {"white" if embed.style == "white" else "black"}"'
     return (
-        '<!doctype html><html><head><meta charset="utf-8">'
+        f'<!doctype html><html lang="{HTML_LANG[lang]}"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>{_e(title)}</title><style>{style}</style></head>"
         f"<body{classes}><main>{body}</main></body></html>"
@@ -134,22 +229,24 @@ def _cancel_link(ticket_id: str, label: str, embed: Embed | None = None) -> str:
     )
 
 
-def error_page(message: str, errcode: int | None = None, embed: Embed | None = None) -> str:
+def error_page(
+    message: Said, errcode: int | None = None, *, lang: Lang, embed: Embed | None = None
+) -> str:
     """WeChat's "Oops" page: the authorize request was refused and nothing redirects."""
-    code = f'<p class="muted">错误码 errcode: <code>{errcode}</code></p>' if errcode else ""
+    text = _TEXT[lang]
+    code = f'<p class="muted">{_e(text["errcode"])}: <code>{errcode}</code></p>' if errcode else ""
+    said = message[0] if lang == "zh" else message[1]
     return _page(
-        "微信登录 - 出错了",
-        f'<h1>出错了 / Oops</h1><p id="error">{_e(message)}</p>{code}',
+        lang,
+        text["error_title"],
+        f'<h1>{_e(text["error"])}</h1><p id="error">{_e(said)}</p>{code}',
         embed,
     )
 
 
-def gone_page() -> str:
-    return _page(
-        "二维码已失效",
-        "<h1>二维码已失效 / QR code expired</h1>"
-        "<p>This login request has expired or was already used. Go back and start again.</p>",
-    )
+def gone_page(lang: Lang) -> str:
+    text = _TEXT[lang]
+    return _page(lang, text["gone"], f"<h1>{_e(text['gone'])}</h1><p>{_e(text['gone_text'])}</p>")
 
 
 def qr_page(
@@ -157,7 +254,7 @@ def qr_page(
     ticket_id: str,
     confirm_url: str,
     users: Sequence[SimUser],
-    lang: str,
+    lang: Lang,
     embed: Embed | None = None,
 ) -> str:
     """The desktop QR page. It polls for a confirmation made on a phone.
@@ -165,7 +262,7 @@ def qr_page(
     Embedded, a confirmation sends the top window to the callback; browsers refuse that
     to a cross-origin frame the user has not clicked in, and then a link is shown instead.
     """
-    text = _TEXT.get(lang, _TEXT["cn"])
+    text = _TEXT[lang]
     qr_svg = segno.make(confirm_url, error="m").svg_inline(scale=4, border=4, omitsize=True)
     poll_url = json.dumps(f"/connect/poll/{quote(ticket_id)}").replace("<", "\\u003c")
     messages = json.dumps(
@@ -188,6 +285,7 @@ def qr_page(
         # What fits WeChat's 300x400 frame: the QR code (a link to the phone page, for
         # trying that flow on one computer) and the test identities side by side.
         return _page(
+            lang,
             text["title"],
             f"<h1>{_e(text['title'])}</h1>"
             f'<a class="qr" href="{_e(confirm_url)}" target="_blank" rel="noopener" '
@@ -200,12 +298,14 @@ def qr_page(
             embed,
         )
     return _page(
+        lang,
         text["title"],
         f"<h1>{_e(text['title'])}</h1>"
         f'<p class="muted">AppID <code>{_e(app.app_id)}</code></p>'
         f'<div class="qr">{qr_svg}</div>'
         f'<p id="status" style="text-align:center">{_e(text["scan"])}</p>'
-        f'<p class="muted">Phone link: <a href="{_e(confirm_url)}">{_e(confirm_url)}</a></p>'
+        f'<p class="muted">{_e(text["phone_link"])} '
+        f'<a href="{_e(confirm_url)}">{_e(confirm_url)}</a></p>'
         f"<p>{_e(text['or'])}</p>"
         f"{_user_links(ticket_id, users, text['as'])}"
         f"{_cancel_link(ticket_id, text['cancel'])}"
@@ -252,72 +352,80 @@ def wxlogin_js(qrconnect_url: str) -> str:
     )
 
 
-def confirm_page(app: SimApp, ticket_id: str, users: Sequence[SimUser]) -> str:
+def confirm_page(app: SimApp, ticket_id: str, users: Sequence[SimUser], lang: Lang) -> str:
     """What the phone shows after scanning: who are you, and do you allow the login."""
+    text = _TEXT[lang]
     forms = "".join(
         f'<form method="post" action="/connect/confirm/{quote(ticket_id)}">'
         f'<input type="hidden" name="user" value="{_e(user.key)}">'
-        f'<button class="btn" type="submit">确认登录 Log in as {_e(user.nickname)}</button>'
-        "</form>"
+        f'<button class="btn" type="submit">{_e(text["confirm_as"].format(name=user.nickname))}'
+        "</button></form>"
         for user in users
     )
     decline = (
         f'<form method="post" action="/connect/confirm/{quote(ticket_id)}">'
         '<input type="hidden" name="cancel" value="1">'
-        '<button class="btn secondary" type="submit">取消 Decline</button></form>'
+        f'<button class="btn secondary" type="submit">{_e(text["decline"])}</button></form>'
     )
+    question = _e(text["confirm_text"]).format(app=f"<code>{_e(app.app_id)}</code>")
     return _page(
-        "确认登录",
-        "<h1>确认登录 / Confirm login</h1>"
-        f"<p>Log in to the website of app <code>{_e(app.app_id)}</code> on your computer?</p>"
-        f"{forms}{decline}",
+        lang,
+        text["confirm"],
+        f"<h1>{_e(text['confirm'])}</h1><p>{question}</p>{forms}{decline}",
     )
 
 
-def confirmed_page(accepted: bool) -> str:
-    if accepted:
-        return _page(
-            "已确认", "<h1>已确认 / Confirmed</h1><p>You can go back to your computer.</p>"
-        )
-    return _page("已取消", "<h1>已取消 / Declined</h1><p>The login was cancelled.</p>")
+def confirmed_page(accepted: bool, lang: Lang) -> str:
+    text = _TEXT[lang]
+    heading, said = (
+        (text["confirmed"], text["confirmed_text"])
+        if accepted
+        else (text["declined"], text["declined_text"])
+    )
+    return _page(lang, heading, f"<h1>{_e(heading)}</h1><p>{_e(said)}</p>")
 
 
-def oauth2_page(app: SimApp, ticket_id: str, users: Sequence[SimUser], scope: str) -> str:
+def oauth2_page(
+    app: SimApp, ticket_id: str, users: Sequence[SimUser], scope: str, lang: Lang
+) -> str:
     """The in-WeChat page: a chooser for ``snsapi_base``, a consent page for userinfo."""
+    text = _TEXT[lang]
     if scope == "snsapi_base":
-        intro = (
-            '<h1>Who is using WeChat?</h1><p class="muted">In real WeChat this step is '
-            "silent: the phone's user is known. Add <code>&amp;sim_user=KEY</code> after "
-            "<code>state</code> to skip it.</p>"
+        note = _e(text["who_text"]).format(
+            state="<code>state</code>", param="<code>&amp;sim_user=KEY</code>"
         )
-        return _page("微信", intro + _user_links(ticket_id, users, "{name}"))
-    intro = (
-        "<h1>授权 / Authorize</h1>"
-        f"<p>App <code>{_e(app.app_id)}</code> asks for your nickname and avatar.</p>"
-    )
+        intro = f'<h1>{_e(text["who"])}</h1><p class="muted">{note}</p>'
+        return _page(lang, text["wechat"], intro + _user_links(ticket_id, users, "{name}"))
+    asks = _e(text["authorize_text"]).format(app=f"<code>{_e(app.app_id)}</code>")
+    intro = f"<h1>{_e(text['authorize'])}</h1><p>{asks}</p>"
     return _page(
-        "微信授权",
+        lang,
+        text["authorize_title"],
         intro
-        + _user_links(ticket_id, users, "允许 Allow as {name}")
-        + _cancel_link(ticket_id, "拒绝 Decline"),
+        + _user_links(ticket_id, users, text["allow_as"])
+        + _cancel_link(ticket_id, text["refuse"]),
     )
 
 
 def index_page(
-    apps: Sequence[SimApp], users: Sequence[SimUser], openids: Mapping[tuple[str, str], str]
+    apps: Sequence[SimApp],
+    users: Sequence[SimUser],
+    openids: Mapping[tuple[str, str], str],
+    lang: Lang,
 ) -> str:
     """What the simulator knows: apps, users and each user's openid per app."""
+    text = _TEXT[lang]
     head = "".join(f"<th>{_e(app.app_id)}<br>{_e(app.kind)}</th>" for app in apps)
     rows = "".join(
-        f"<tr><td>{_e(user.key)}{' (snapshot)' if user.snapshot else ''}<br>"
+        f"<tr><td>{_e(user.key)}{_e(text['snapshot']) if user.snapshot else ''}<br>"
         f"{_e(user.nickname)}</td>"
         + "".join(f"<td><code>{_e(openids[app.app_id, user.key])}</code></td>" for app in apps)
         + "</tr>"
         for user in users
     )
     return _page(
-        "WeChat simulator",
-        "<h1>WeChat simulator</h1><p>A stand-in for open.weixin.qq.com and api.weixin.qq.com, "
-        "for local demos and tests. Openids per app:</p>"
-        f"<table><tr><th>user</th>{head}</tr>{rows}</table>",
+        lang,
+        text["index"],
+        f"<h1>{_e(text['index'])}</h1><p>{_e(text['index_text'])}</p>"
+        f"<table><tr><th>{_e(text['user'])}</th>{head}</tr>{rows}</table>",
     )

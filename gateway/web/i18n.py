@@ -117,6 +117,9 @@ ERRORS_ZH: Final[Mapping[str, ErrorText]] = {
     "RequestBodyError": ErrorText("请求内容无效", "无法读取请求内容，请重试。"),
     "ClientAborted": ErrorText("请求已中断", "请求内容未发送完整，请重试。"),
     "ClientBodyTimeout": ErrorText("请求超时", "请求内容发送过慢，请重试。"),
+    "TooManyRequests": ErrorText(
+        "登录尝试过于频繁", "请稍候再登录。", hint_retry="请约 {seconds} 秒后再登录。"
+    ),
     "StateUnavailable": ErrorText("服务暂时不可用", "登录网关暂时无法访问会话存储，请稍后重试。"),
     "UpstreamError": ErrorText("应用暂时无法访问", "登录网关后面的应用没有响应，请稍后重试。"),
     "UpstreamUnavailable": ErrorText(
@@ -151,6 +154,8 @@ ERRORS_ZH: Final[Mapping[str, ErrorText]] = {
 #: English for an error that says when to retry (the class's own hint is for "later").
 _HINT_RETRY_EN: Final[Mapping[str, str]] = {
     "ProviderBusy": "WeChat is busy right now. Try again in about {seconds} seconds.",
+    "TooManyRequests": "Too many sign-in attempts from your address. Try again in {seconds} "
+    "seconds.",
 }
 
 #: Action labels the gateway uses, in Chinese; any other label is shown as given.

@@ -3,7 +3,9 @@
 Every page the gateway shows (the sign-in page, errors, the signed-out page) is
 ``templates/page.html`` around one content fragment (``login.html`` or ``message.html``),
 branded from a ``Branding`` and written in Chinese or English: ``?lang=`` wins, then
-``Accept-Language``, then ``Branding.default_lang`` (``gateway.i18n``). Everything
+``Accept-Language``, then ``Branding.default_lang`` (``gateway.i18n``). Each page links to
+itself in the other language; where its URL is single-use (the WeChat callback's error
+pages), the other language is in the page already and the link reveals it. Everything
 interpolated is escaped here, and the inline script's data is JSON with ``<``, ``>`` and
 ``&`` escaped, so no configured or requested value can become markup. Pages and JSON are
 encoded by ``gateway.identity.headers.utf8``, so text from WeChat with half an emoji in it (a lone
@@ -43,7 +45,7 @@ from gateway.identity.headers import utf8
 from gateway.web.i18n import HTML_LANG, UI, Lang, action_label, error_text, negotiate_lang
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
@@ -60,6 +62,7 @@ __all__ = [
     "negotiate_lang",
     "respond",
     "signed_out_response",
+    "stylesheet",
 ]
 
 _NO_STORE = ("Cache-Control", "no-store")
@@ -140,7 +143,8 @@ class _Templates:
     page: Template
     login: Template
     message: Template
-    #: The CSP source that allows exactly the page's inline stylesheet.
+    #: The page's inline stylesheet, and the CSP source that allows exactly it.
+    style: str
     style_source: str
 
 
@@ -155,8 +159,15 @@ def _templates() -> _Templates:
         page=Template(page),
         login=Template(folder.joinpath("login.html").read_text("utf-8")),
         message=Template(folder.joinpath("message.html").read_text("utf-8")),
+        style=style.group(1),
         style_source=f"'sha256-{digest.decode('ascii')}'",
     )
+
+
+def stylesheet() -> str:
+    """The pages' stylesheet, for another page that should look like them (the demo's
+    sample app)."""
+    return _templates().style
 
 
 def _origin(url: str) -> str | None:
@@ -191,7 +202,8 @@ def _csp(branding: Branding, *, nonce: str = "", script: str = "", frame: str = 
 
 
 def _switch_href(environ: WSGIEnvironment, lang: Lang) -> str | None:
-    """This page in the other language: the same URL with ``lang=`` replaced."""
+    """This page in the other language: the same URL with ``lang=`` replaced; None when the
+    URL is single-use (a WeChat callback), since following the link would replay it."""
     kept = []
     for part in environ.get("QUERY_STRING", "").split("&"):
         name = unquote_plus(part.partition("=")[0])
@@ -199,21 +211,34 @@ def _switch_href(environ: WSGIEnvironment, lang: Lang) -> str | None:
             return None
         if part and name != "lang":
             kept.append(quote(part, safe="=%+/:@!$'()*,;~-._?"))
-    kept.append(f"lang={'en' if lang == 'zh' else 'zh'}")
+    kept.append(f"lang={_other(lang)}")
     return "?" + "&".join(kept)
 
 
-def _render(
+def _other(lang: Lang) -> Lang:
+    return "en" if lang == "zh" else "zh"
+
+
+def _page(*, lang: Lang, title: str, body: str, scripts: str = "") -> bytes:
+    page = _templates().page.substitute(
+        html_lang=HTML_LANG[lang], title=escape(title), body=body, scripts=scripts
+    )
+    return utf8(page)
+
+
+def _body(
     *,
     lang: Lang,
     branding: Branding,
-    title: str,
     main_class: str,
     content: str,
     banner_title: bool,
     switch_href: str | None,
-    scripts: str = "",
-) -> bytes:
+    hidden: bool = False,
+) -> str:
+    """The visible page in ``lang``: banner, the card (``main``), footer. A ``hidden`` main
+    is a translation's, shown only when the switch targets it (a document may have one
+    ``main`` that is not ``hidden``)."""
     text = UI[lang]
     banner = []
     logo = _logo(branding)
@@ -226,53 +251,78 @@ def _render(
     if branding.footer:
         footer.append(f"<p>{escape(branding.footer)}</p>")
     if switch_href is not None:
-        other = HTML_LANG["en" if lang == "zh" else "zh"]
+        other = HTML_LANG[_other(lang)]
         footer.append(
             f'<nav aria-label="{escape(text["language"])}">'
             f'<a href="{escape(switch_href)}" lang="{other}" hreflang="{other}">'
             f"{escape(text['switch_label'])}</a></nav>"
         )
-    page = _templates().page.substitute(
-        html_lang=HTML_LANG[lang],
-        title=escape(title),
-        brand=f'<header class="brand">{"".join(banner)}</header>' if banner else "",
-        main_class=main_class,
-        content=content,
-        footer=f"<footer>{''.join(footer)}</footer>" if footer else "",
-        scripts=scripts,
-    )
-    return utf8(page)
+    brand = f'<header class="brand">{"".join(banner)}</header>\n' if banner else ""
+    foot = f"\n<footer>{''.join(footer)}</footer>" if footer else ""
+    opening = f'<main class="{main_class}"{" hidden" if hidden else ""}>'
+    return f"{brand}{opening}\n{content}\n</main>{foot}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Message:
+    """What a message page says, in one language."""
+
+    status: str
+    heading: str
+    message: str
+    detail: str
+    actions: tuple[tuple[str, str], ...]
 
 
 def _message(
-    *,
-    lang: Lang,
-    branding: Branding,
-    status: str,
-    heading: str,
-    message: str,
-    detail: str,
-    actions: Iterable[tuple[str, str]],
-    switch_href: str | None,
+    environ: WSGIEnvironment, branding: Branding, words: Callable[[Lang], _Message]
 ) -> bytes:
+    """A message page in the browser's language, with a switch to the other one.
+
+    The switch is a link to the same URL with ``lang=`` changed, except where the URL is
+    single-use (a WeChat callback: following it would replay the callback and fail). There
+    the other language is already in the page, hidden, and the switch is a ``#en`` /
+    ``#zh`` link that shows it (CSS ``:target``): no request, no script.
+    """
+    lang = negotiate_lang(environ, branding.default_lang)
+    shown = words(lang)
+    title = f"{shown.heading} · {branding.title}" if branding.title else shown.heading
+    href = _switch_href(environ, lang)
+    if href is not None:
+        body = _message_body(lang, branding, shown, href)
+        return _page(lang=lang, title=title, body=body)
+    other = _other(lang)
+    body = (
+        f'<div class="original" id="{lang}">\n'
+        f"{_message_body(lang, branding, shown, f'#{other}')}\n</div>\n"
+        f'<div class="translation" id="{other}" lang="{HTML_LANG[other]}">\n'
+        f"{_message_body(other, branding, words(other), f'#{lang}', hidden=True)}\n</div>"
+    )
+    return _page(lang=lang, title=title, body=body)
+
+
+def _message_body(
+    lang: Lang, branding: Branding, words: _Message, switch_href: str, *, hidden: bool = False
+) -> str:
     links = "".join(
-        f'<a class="button" href="{escape(href)}">{escape(label)}</a>' for label, href in actions
+        f'<a class="button" href="{escape(href)}">{escape(label)}</a>'
+        for label, href in words.actions
     )
     content = _templates().message.substitute(
-        status=f'<p class="status">{escape(status)}</p>' if status else "",
-        heading=escape(heading),
-        message=escape(message),
-        detail=f'<p class="detail">{escape(detail)}</p>' if detail else "",
+        status=f'<p class="status">{escape(words.status)}</p>' if words.status else "",
+        heading=escape(words.heading),
+        message=escape(words.message),
+        detail=f'<p class="detail">{escape(words.detail)}</p>' if words.detail else "",
         actions=f'<div class="actions">{links}</div>' if links else "",
     )
-    return _render(
+    return _body(
         lang=lang,
         branding=branding,
-        title=f"{heading} · {branding.title}" if branding.title else heading,
         main_class="message",
         content=content,
         banner_title=True,
         switch_href=switch_href,
+        hidden=hidden,
     )
 
 
@@ -367,18 +417,18 @@ def error_response(
             if "/_gateway/login" in href:
                 payload["login_url"] = href
         return json_response(environ, start_response, status, payload, headers)
-    lang = negotiate_lang(environ, branding.default_lang)
-    heading, hint = error_text(error, lang)
-    body = _message(
-        lang=lang,
-        branding=branding,
-        status=UI[lang]["error_status"].format(status=error.status),
-        heading=heading,
-        message=hint,
-        detail=error.detail,
-        actions=[(action_label(label, lang), href) for label, href in error.actions],
-        switch_href=_switch_href(environ, lang),
-    )
+
+    def words(lang: Lang) -> _Message:
+        heading, hint = error_text(error, lang)
+        return _Message(
+            status=UI[lang]["error_status"].format(status=error.status),
+            heading=heading,
+            message=hint,
+            detail=error.detail,
+            actions=tuple((action_label(label, lang), href) for label, href in error.actions),
+        )
+
+    body = _message(environ, branding, words)
     return _send_page(environ, start_response, status, body, _csp(branding), headers)
 
 
@@ -391,18 +441,18 @@ def signed_out_response(
     branding: Branding = DEFAULT_BRANDING,
 ) -> list[bytes]:
     """200: "You are signed out", with a link to sign in again."""
-    lang = negotiate_lang(environ, branding.default_lang)
-    text = UI[lang]
-    body = _message(
-        lang=lang,
-        branding=branding,
-        status="",
-        heading=text["signed_out_heading"],
-        message=text["signed_out_message"],
-        detail="",
-        actions=[(text["sign_in_again"], login_url)],
-        switch_href=_switch_href(environ, lang),
-    )
+
+    def words(lang: Lang) -> _Message:
+        text = UI[lang]
+        return _Message(
+            status="",
+            heading=text["signed_out_heading"],
+            message=text["signed_out_message"],
+            detail="",
+            actions=((text["sign_in_again"], login_url),),
+        )
+
+    body = _message(environ, branding, words)
     return _send_page(environ, start_response, "200 OK", body, _csp(branding), extra_headers)
 
 
@@ -475,18 +525,20 @@ def login_page_response(
         f'<script src="{escape(script_url)}" nonce="{nonce}"></script>\n'
         f'<script nonce="{nonce}">\n{init}\n</script>'
     )
-    body = _render(
+    # A sign-in URL is not single-use; one that carries code or state anyway gets no switch
+    # rather than a second copy of the page (its QR box and script can be there only once).
+    body = _body(
         lang=lang,
         branding=branding,
-        title=f"{text['sign_in']} · {branding.title}" if branding.title else text["sign_in"],
         main_class="login",
         content=content,
         banner_title=False,
         switch_href=_switch_href(environ, lang),
-        scripts=scripts,
     )
+    title = f"{text['sign_in']} · {branding.title}" if branding.title else text["sign_in"]
+    page = _page(lang=lang, title=title, body=body, scripts=scripts)
     csp = _csp(branding, nonce=nonce, script=script_origin, frame=frame_origin)
-    return _send_page(environ, start_response, "200 OK", body, csp, extra_headers)
+    return _send_page(environ, start_response, "200 OK", page, csp, extra_headers)
 
 
 def _script_json(value: object) -> str:

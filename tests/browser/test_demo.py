@@ -70,7 +70,18 @@ def _on_qr_page(browser: ChromiumBrowser, demo: DemoProcess) -> None:
     }
     assert set(links) == {"alice", USER, "bob"}, links  # the snapshot user is not offered
     assert links["alice"] == "Scan as Alice"
-    assert links[USER].startswith("Scan as 张三") and links[USER].endswith("🚀"), links[USER]
+    # The control character in the nickname shows as what it is, not as U+FFFD or nothing.
+    assert links[USER] == "Scan as 张三\\x14🚀", links[USER]
+
+
+#: What makes the sample app look like the gateway's own pages, read from the browser.
+_LOOK = """
+var main = document.querySelector("main"), body = document.body;
+var b = getComputedStyle(body), m = getComputedStyle(main);
+return {font: b.fontFamily, color: b.color, background: b.backgroundColor,
+        card: m.backgroundColor, radius: m.borderTopLeftRadius, border: m.borderTopColor,
+        button: getComputedStyle(document.querySelector("a.button")).backgroundColor};
+"""
 
 
 def test_demo_from_first_page_to_identity_page_and_out(tmp_path: Path) -> None:
@@ -120,12 +131,15 @@ def test_demo_from_first_page_to_identity_page_and_out(tmp_path: Path) -> None:
         document_cookie = driver.execute_script("return document.cookie")
         assert SESSION_COOKIE not in document_cookie, document_cookie
         identity_shot = browser.screenshot("demo-identity")
+        sample_look = driver.execute_script(_LOOK)
 
         # 3. "Sign out": the gateway's signed-out page, and the cookie is gone.
         driver.find_element(By.ID, "logout").click()
         browser.wait_for_url(lambda url: url == demo.url + "/_gateway/logout", "the logout page")
         heading = browser.wait(lambda d: d.find_elements(By.TAG_NAME, "h1"), "the heading")[0]
         assert heading.text == "You are signed out"
+        # The sample app belongs with the gateway's pages: same fonts, colours, card, button.
+        assert sample_look == driver.execute_script(_LOOK)
         assert driver.find_element(By.CSS_SELECTOR, "a.button").text == "Sign in again"
         assert driver.get_cookie(SESSION_COOKIE) is None, driver.get_cookies()
         browser.screenshot("signed-out")

@@ -338,10 +338,20 @@ def test_screenshots_chinese_mobile_error_and_signed_out(
     heading = browser.wait(lambda d: d.find_elements(By.TAG_NAME, "h1"), "the heading")[0]
     assert heading.text == "已取消登录"
     assert driver.find_element(By.CSS_SELECTOR, "a.button").text == "重试"
-    # No language switch here: following it would replay the callback.
-    assert driver.find_elements(By.CSS_SELECTOR, "footer nav a") == []
     assert _problems(browser, 401) == []
     shots.append(browser.screenshot("error-page-cancelled-zh"))
+    # The language switch stays in the page (a link to the callback would replay it).
+    callback = driver.current_url
+    driver.find_element(By.CSS_SELECTOR, "footer nav a").click()
+    english = driver.find_element(By.CSS_SELECTOR, "#en h1")
+    browser.wait(lambda d: english.is_displayed(), "the page in English")
+    assert english.text == "Sign-in cancelled"
+    assert not heading.is_displayed()
+    assert driver.current_url == callback + "#en"
+    driver.find_element(By.CSS_SELECTOR, "#en footer nav a").click()
+    browser.wait(lambda d: heading.is_displayed(), "the page in Chinese again")
+    assert not english.is_displayed()
+    assert _problems(browser, 401) == []
 
     driver.get(site.url + "/busy?lang=en")
     assert driver.find_element(By.TAG_NAME, "h1").text == "WeChat is busy"

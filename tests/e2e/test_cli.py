@@ -98,6 +98,31 @@ def test_no_command_is_a_usage_error() -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_no_command_prints_the_whole_help() -> None:
+    """Not argparse's one line: what each command does and the examples, on stderr."""
+    result = run()
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == run("--help").stdout
+    result = run("sessions")
+    assert result.returncode == 2
+    assert result.stderr == run("sessions", "--help").stdout
+
+
+def test_check_config_without_a_file_points_at_the_example(tmp_path: Path) -> None:
+    result = run("check-config", cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "gateway.yaml: config file not found (no -c FILE, no $WECHAT_GATEWAY_CONFIG); start "
+        "from the example, at the top of the source tree: cp gateway.yaml.example gateway.yaml"
+    ]
+    # The example it names is there, and is a start that check-config reads.
+    example = Path(__file__).parents[2] / "gateway.yaml.example"
+    shutil.copyfile(example, tmp_path / "gateway.yaml")
+    result = run("check-config", cwd=tmp_path)
+    assert "not found" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_unknown_command_is_a_usage_error() -> None:
     result = run("start")
     assert result.returncode == 2

@@ -43,7 +43,7 @@ pytestmark = pytest.mark.usefixtures("clean_simulator")
 
 WECHAT_TIMEOUT = 3.0
 SLOW_EXCHANGE = 1.0
-_PID = re.compile(r"\[(\d+)\] \[INFO\] gateway\.login: (signed in|answered a duplicate)")
+_PID = re.compile(r"\[(\d+)\] \[INFO\] gateway\.(?:login|audit): (signed in|answered a duplicate)")
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,7 @@ SLACK = 0.6
 _WARNING = re.compile(r"^.*\[WARNING\].*$", re.MULTILINE)
 _ERRCODE_LINE = re.compile(
     r"\[WARNING\] gateway\.wechat: WeChat (?P<endpoint>\w+) call failed: errcode (?P<errcode>-?\d+)"
-    r" \((?P<meaning>[^)]+)\); (?P<hint>.+?) \(errmsg '.*', rid [^)]+\)$"
+    r" \((?P<meaning>[^)]+)\); (?P<hint>.+?) \(errmsg '.*', rid [^)]+\)( request_id=\S+)?$"
 )
 
 

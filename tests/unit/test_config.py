@@ -1198,5 +1198,5 @@ def test_a_bad_rate_limit_is_named(rate: str) -> None:
 
 
 def test_the_rate_limit_default_and_off() -> None:
-    assert parse(minimal()).login.rate_limit == "120/60s"
+    assert parse(minimal()).login.rate_limit == "600/60s"
     assert parse(minimal(login={"rate_limit": "0/1s"})).login.rate_limit == "0/1s"

@@ -574,12 +574,39 @@ def test_language_switch_keeps_the_rest_of_the_query(query: str, href: str) -> N
     assert f'<a href="{href}" lang="en" hreflang="en">English</a>' in page
 
 
-@pytest.mark.parametrize("query", ["code=abc&state=xyz", "state=xyz", "code=abc"])
-def test_no_language_switch_where_following_it_would_replay_a_callback(query: str) -> None:
+@pytest.mark.parametrize("query", ["code=abc&state=xyz", "state=xyz", "code=abc&lang=zh"])
+def test_a_callback_page_switches_language_within_the_page(query: str) -> None:
+    """Following a link to the callback URL would replay it (and fail): the other language
+    is in the page already, and the switch is a #fragment that shows it, no request made."""
     env = zh()
     env["QUERY_STRING"] = query
-    page = Captured(env, errors.LoginCancelled()).text
-    assert "<nav" not in page and "English" not in page
+    error = errors.LoginCancelled(actions=(("Try again", "/_gateway/login?rd=%2F"),))
+    page = Captured(env, error).text
+    assert '<html lang="zh-CN">' in page
+    switches = re.findall(r'<nav aria-label="[^"]*"><a href="([^"]*)"[^>]*>([^<]*)</a>', page)
+    assert switches == [("#en", "English"), ("#zh", "中文")]
+    original, translation = page.split('<div class="translation" id="en" lang="en">')
+    # The page as negotiated comes first; the English one follows, its main hidden until
+    # its #en is the target.
+    assert '<div class="original" id="zh">' in original
+    assert '<main class="message">' in original and "hidden" not in original.split("<body>")[1]
+    assert heading(original) == "已取消登录" and ">重试</a>" in original
+    assert '<main class="message" hidden>' in translation
+    assert "<h1>Sign-in cancelled</h1>" in translation and ">Try again</a>" in translation
+    assert page.count("<main") == 2
+    css = re.search(r"<style>(.*?)</style>", page, re.DOTALL)
+    assert css is not None
+    for rule in (
+        ".translation:not(:target), body:has(.translation:target) .original { display: none; }",
+        ".translation:target main[hidden] { display: block; }",
+    ):
+        assert rule in css.group(1)
+
+
+def test_a_page_that_is_not_a_callback_has_no_hidden_translation() -> None:
+    page = Captured(zh(), errors.LoginCancelled()).text
+    assert "translation" not in page.split("</style>", 1)[1]
+    assert page.count("<main") == 1
 
 
 # --- security headers ------------------------------------------------------------------------

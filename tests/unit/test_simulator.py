@@ -369,7 +369,9 @@ def test_qr_page_shows_a_real_qr_code_and_test_identities(client: Client) -> Non
     )
     links = scan_links(page)
     assert set(links) == {"alice", "zhangsan", "bob", "cancel"}
-    assert "Bob &quot;\\o/&quot;\ufffd\ufffdX-WeChat-OpenID: forged" in page
+    # Control characters in a nickname show as what they are, not as U+FFFD or nothing.
+    assert "Bob &quot;\\o/&quot;\\r\\nX-WeChat-OpenID: forged" in page
+    assert "张三\\x14🚀" in page
     assert "<script>" in page and "https://" not in page.split("<main>")[0]
 
 

@@ -106,7 +106,7 @@ def test_embedded_scan_redirects_to_the_callback(client: Client) -> None:
 
 
 def test_a_twice_encoded_redirect_uri_is_refused(client: Client) -> None:
-    resp = embedded(client, redirect_uri=quote(quote(CALLBACK, safe=""), safe=""))
+    resp = embedded(client, redirect_uri=quote(quote(CALLBACK, safe=""), safe=""), lang="en")
     assert resp.status_code == 200
     assert 'id="error"' in resp.text and "absolute http(s) URL" in resp.text
     assert '<body class="embed black">' in resp.text
