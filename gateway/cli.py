@@ -243,6 +243,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from gateway.demo import run_demo  # noqa: PLC0415 - the simulator only when demoing
 
-        run_demo(args.port)
-        return 0
+        return run_demo(args.port)
     raise AssertionError(args.command)

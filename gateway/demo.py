@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import sys
 import threading
 import time
 from html import escape
@@ -306,9 +307,13 @@ def demo_settings(
     )
 
 
-def run_demo(port: int) -> None:
-    from gateway.server.serve import serve  # noqa: PLC0415 - gunicorn only when serving
+def run_demo(port: int) -> int:
+    from gateway.server.serve import check_port_free, serve  # noqa: PLC0415 - when serving
 
+    busy = check_port_free(f"127.0.0.1:{port}")
+    if busy is not None:  # one clear line, before anything is started or printed
+        print(f"wechat-gateway demo: {busy} (choose another with --port)", file=sys.stderr)
+        return 1
     simulator = Simulator.default()
     wechat = SimulatorServer(simulator).start()
     app = _start_sample_app()
@@ -335,4 +340,4 @@ through the gateway. Press Ctrl+C to stop.
 """,
         flush=True,
     )
-    serve(settings)
+    return serve(settings)

@@ -64,3 +64,23 @@ def test_a_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     assert len(lines) == 1, lines
     assert f"cannot listen on 127.0.0.1:{port}: the address is already in use" in lines[0]
+
+
+def test_the_demo_on_a_port_in_use_is_one_line_and_exit_1() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", "demo", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        took = time.monotonic() - started
+    assert result.returncode == 1 and took < 5
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1, lines  # no banner, no repeated errors
+    assert "already in use" in lines[0] and "--port" in lines[0]
