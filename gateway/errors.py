@@ -165,15 +165,16 @@ class TooManyRequests(GatewayError):
 
     def __init__(
         self,
-        retry_after: int = 60,
+        retry_after: int | None = None,
         *,
         actions: tuple[tuple[str, str], ...] = (),
         extra_headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
+        retry = (("Retry-After", str(retry_after)),) if retry_after is not None else ()
         super().__init__(
-            f"try again in {retry_after} s",
+            f"try again in {retry_after} s" if retry_after is not None else "",
             actions=actions,
-            extra_headers=(("Retry-After", str(retry_after)), *extra_headers),
+            extra_headers=(*retry, *extra_headers),
         )
         self.retry_after = retry_after
 
