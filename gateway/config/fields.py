@@ -10,6 +10,7 @@ import math
 import os
 import re
 from pathlib import Path
+from typing import Final
 from urllib.parse import urlsplit
 
 from gateway.config.settings import DEFAULT_STATE_FILE
@@ -130,3 +131,42 @@ def check_sqlite_location(url: str) -> str | None:
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         return f"cannot create {path} (no write access to {parent})"
     return None
+
+
+_RATE: Final = re.compile(r"^\s*(\d+)\s*/\s*(\S(?:.*\S)?)\s*$")
+_RATE_PROBLEM: Final = (
+    'must be "N/DURATION": N sign-ins per client address in each DURATION, such as'
+    ' "20/60s" or "100/1h" ("0/1s" turns the limit off)'
+)
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """``(limit, window seconds)`` from ``"N/DURATION"``: ``"20/60s"`` is (20, 60.0),
+    ``"100/1h"`` (100, 3600.0), ``"0/1s"`` (0, 1.0), which is no limit. N is a whole
+    number, at least 0; DURATION is a duration (``gateway.config.fields.parse_duration``)
+    of at least a millisecond. Anything else is a ``ValueError`` whose message says what
+    is expected (and does not repeat the value)."""
+    if not isinstance(text, str):
+        raise ValueError(_RATE_PROBLEM)
+    match = _RATE.match(text)
+    if match is None:
+        if "/" not in text:
+            raise ValueError(f"{_RATE_PROBLEM}: the / is missing")
+        count = text.split("/", 1)[0].strip()
+        if count.startswith("-"):
+            raise ValueError(f"{_RATE_PROBLEM}: N must not be negative")
+        if not (count.isascii() and count.isdigit()):
+            raise ValueError(f"{_RATE_PROBLEM}: N must be a whole number")
+        raise ValueError(f"{_RATE_PROBLEM}: the duration is missing")
+    count_text, duration = match.groups()
+    if not count_text.isascii():
+        raise ValueError(f"{_RATE_PROBLEM}: N must be a whole number")
+    if duration.startswith("-"):
+        raise ValueError(f"{_RATE_PROBLEM}: the duration must not be negative")
+    try:
+        window = parse_duration(duration)
+    except ValueError as exc:
+        raise ValueError(f"{_RATE_PROBLEM}: DURATION {exc}") from None
+    if round(window * 1000) < 1:
+        raise ValueError(f"{_RATE_PROBLEM}: the duration must be at least 1ms")
+    return int(count_text), window

@@ -28,6 +28,7 @@ from gateway.config.fields import (
     http_url,
     origin_url,
     parse_duration,
+    parse_rate,
     parse_size,
 )
 from gateway.config.settings import (
@@ -47,7 +48,6 @@ from gateway.config.settings import (
 from gateway.identity.groups import parse_groups, read_groups_file
 from gateway.identity.keys import load_key_file
 from gateway.identity.templates import check_header_name, parse_template
-from gateway.login.ratelimit import parse_rate
 from gateway.state.redis_settings import check_redis_settings
 
 _WORKER_CLASSES = ("gevent", "gthread")

@@ -33,11 +33,10 @@ import hashlib
 import ipaddress
 import logging
 import math
-import re
 import time
 from typing import TYPE_CHECKING, Final
 
-from gateway.config.fields import parse_duration
+from gateway.config.fields import parse_rate
 from gateway.state.base import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -51,45 +50,7 @@ log = logging.getLogger("gateway.login")
 
 #: After the store failed, how long the limiter allows everything without asking it.
 BACKOFF: Final = 5.0
-
-_RATE: Final = re.compile(r"^\s*(\d+)\s*/\s*(\S(?:.*\S)?)\s*$")
-_RATE_PROBLEM: Final = (
-    'must be "N/DURATION": N sign-ins per client address in each DURATION, such as'
-    ' "20/60s" or "100/1h" ("0/1s" turns the limit off)'
-)
 _DIGEST_CONTEXT: Final = b"wechat-gateway rate limit\x00"
-
-
-def parse_rate(text: str) -> tuple[int, float]:
-    """``(limit, window seconds)`` from ``"N/DURATION"``: ``"20/60s"`` is (20, 60.0),
-    ``"100/1h"`` (100, 3600.0), ``"0/1s"`` (0, 1.0), which is no limit. N is a whole
-    number, at least 0; DURATION is a duration (``gateway.config.fields.parse_duration``)
-    of at least a millisecond. Anything else is a ``ValueError`` whose message says what
-    is expected (and does not repeat the value)."""
-    if not isinstance(text, str):
-        raise ValueError(_RATE_PROBLEM)
-    match = _RATE.match(text)
-    if match is None:
-        if "/" not in text:
-            raise ValueError(f"{_RATE_PROBLEM}: the / is missing")
-        count = text.split("/", 1)[0].strip()
-        if count.startswith("-"):
-            raise ValueError(f"{_RATE_PROBLEM}: N must not be negative")
-        if not (count.isascii() and count.isdigit()):
-            raise ValueError(f"{_RATE_PROBLEM}: N must be a whole number")
-        raise ValueError(f"{_RATE_PROBLEM}: the duration is missing")
-    count_text, duration = match.groups()
-    if not count_text.isascii():
-        raise ValueError(f"{_RATE_PROBLEM}: N must be a whole number")
-    if duration.startswith("-"):
-        raise ValueError(f"{_RATE_PROBLEM}: the duration must not be negative")
-    try:
-        window = parse_duration(duration)
-    except ValueError as exc:
-        raise ValueError(f"{_RATE_PROBLEM}: DURATION {exc}") from None
-    if round(window * 1000) < 1:
-        raise ValueError(f"{_RATE_PROBLEM}: the duration must be at least 1ms")
-    return int(count_text), window
 
 
 def client_key(client_address: str, scope: str = "login") -> str:

@@ -49,7 +49,9 @@ class RevocationWatcher:
         self.wall_clock = wall_clock
         self.revoked = Revocations()
         self._cursor: object = None
-        self._reached = clock()
+        # Never reached yet: no revocations are known, so no session may be trusted until
+        # they have been loaded once (a worker started while the store is away fails closed).
+        self._reached = float("-inf")
         self._failing: str | None = None
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
@@ -111,6 +113,8 @@ class RevocationWatcher:
                 if found:
                     self.revoked.merge(found)
         except StoreUnavailable as exc:
+            if self._stopped.is_set():
+                return  # the worker is exiting and closed the store under us
             if self._failing is None:
                 log.warning("state store unreachable: %s", exc)
             self._failing = str(exc)

@@ -30,7 +30,7 @@ from tests.helpers.upstreams import RawUpstream
 USERS = [f"user{n:02d}" for n in range(40)]
 ROUNDS = 4
 WORKERS = 4
-_SIGNED_IN = re.compile(r"\[(\d+)\] \[INFO\] gateway\.login: signed in")
+_SIGNED_IN = re.compile(r"\[(\d+)\] \[INFO\] gateway\.(?:login|audit): signed in")
 
 
 @dataclass

@@ -771,7 +771,14 @@ def test_only_what_the_client_sent(port: int, raw: RawUpstream) -> None:
     fetch(port, "GET", "/bare")
     seen = raw.only("/bare")
     names = {name.lower() for name, _ in seen.headers if not name.lower().startswith("x-wechat-")}
-    assert names == {"host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"}
+    # X-Request-ID is the gateway's own (tests/e2e/test_logs.py), sent with every request.
+    assert names == {
+        "host",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-request-id",
+    }
 
 
 def test_proxy_environment_is_ignored(port: int, dead_proxy: Listener, raw: RawUpstream) -> None:

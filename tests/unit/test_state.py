@@ -149,6 +149,21 @@ def test_the_watcher_goes_stale_when_the_store_is_away(tmp_path: Path) -> None:
     assert watcher.failure is None and not watcher.stale
 
 
+def test_a_watcher_that_never_reached_the_store_is_stale(tmp_path: Path) -> None:
+    """No revocations were ever loaded: no session may be trusted (a worker that starts
+    while the store is away must not serve a session revoked before it started)."""
+    clock = Clock()
+    (tmp_path / "state.db").mkdir()  # a store that cannot be opened
+    store = _store(tmp_path, clock)
+    watcher = RevocationWatcher(store, max_staleness=30, clock=Clock(100.0), wall_clock=clock)
+    assert watcher.stale
+    watcher.refresh()
+    assert watcher.failure is not None and watcher.stale
+    (tmp_path / "state.db").rmdir()
+    watcher.refresh()
+    assert watcher.failure is None and not watcher.stale
+
+
 def test_a_database_locked_by_another_writer_is_unavailable_not_a_hang(tmp_path: Path) -> None:
     clock = Clock()
     store = _store(tmp_path, clock)
