@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import random
 import re
 import sys
 import time
@@ -37,7 +37,8 @@ def choose_request_id(incoming: str | None) -> str:
     """The client's (or front proxy's) id when it is a plain one, else a fresh one."""
     if incoming is not None and _REQUEST_ID.fullmatch(incoming):
         return incoming
-    return os.urandom(12).hex()
+    # Unique, not secret: nothing may be derived from it (random reseeds after a fork).
+    return f"{random.getrandbits(96):024x}"
 
 
 class RequestIdFilter(logging.Filter):
