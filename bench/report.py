@@ -23,6 +23,10 @@ TARGET_RSS_GROWTH = 64 * MIB
 TARGET_PROBE_SECONDS = 0.1
 TARGET_REDIS_VS_EMBEDDED = 0.95
 TARGET_REVOCATION_P99 = 1.0
+# Issue 13: req/s with X-WeChat-Assertion on at least this share of assertions off.
+TARGET_ASSERTION_ON_VS_OFF = 0.95
+# Issue 14: req/s with server.log_format: json at least this share of the text format's.
+TARGET_JSON_VS_TEXT = 0.95
 # Rounds of one contender further apart than this (relative to their median): say so.
 NOISY_SPREAD = 0.3
 
@@ -56,8 +60,58 @@ def _mb(value: float) -> str:
     return f"{value / MIB:,.1f} MiB"
 
 
+#: (variant, the contender it is compared with, the least ratio of their req/s, the target's
+#: wording): the gateway variants that differ from it in one setting.
+VARIANTS = (
+    (
+        "gateway",
+        "gateway_no_assertion",
+        TARGET_ASSERTION_ON_VS_OFF,
+        "gateway req/s with `X-WeChat-Assertion` on ≥ {:.0%} of assertions off",
+    ),
+    (
+        "gateway_json",
+        "gateway",
+        TARGET_JSON_VS_TEXT,
+        "gateway req/s with `log_format: json` ≥ {:.0%} of `text` (access log on)",
+    ),
+)
+
+
+def variant_targets(results: Results) -> list[tuple[str, str, bool]]:
+    """The targets on the gateway variants measured in this run (issues 13 and 14)."""
+    rows: list[tuple[str, str, bool]] = []
+    throughput = results["throughput"]
+    for mine, theirs, least, wording in VARIANTS:
+        if mine not in throughput or theirs not in throughput:
+            continue
+        for connections in results["settings"]["connections"]:
+            a = median_run(results, mine, connections)["rps"]
+            b = median_run(results, theirs, connections)["rps"]
+            cpu_a, cpu_b = (
+                median_cpu(results, mine, connections),
+                median_cpu(results, theirs, connections),
+            )
+            # The two ran seconds apart in each round: their ratio there drifts less than
+            # either's req/s from round to round, so the verdict is on its median.
+            ratio = statistics.median(_ratios(results, mine, theirs, connections))
+            rows.append(
+                (
+                    wording.format(least) + f" ({connections} connections)",
+                    f"{ratio:.0%} (median of the rounds' ratios; "
+                    f"{_round_ratios(results, theirs, connections, '{:.0%}', mine=mine)}; "
+                    f"medians {a:,.0f} vs {b:,.0f} req/s, CPU {cpu_a:,.0f} vs {cpu_b:,.0f} µs/req)",
+                    ratio >= least,
+                )
+            )
+    return rows
+
+
 def targets(results: Results) -> list[tuple[str, str, bool]]:
-    """(target, measured, passed) for every target the issue sets."""
+    """(target, measured, passed) for every target the issues set; for a run with ``--only``,
+    those it measured."""
+    if results.get("only"):
+        return variant_targets(results)
     rows: list[tuple[str, str, bool]] = []
     for connections in results["settings"]["connections"]:
         gateway = median_run(results, "gateway", connections)["rps"]
@@ -133,6 +187,7 @@ def targets(results: Results) -> list[tuple[str, str, bool]]:
                 p99 < TARGET_REVOCATION_P99,
             )
         )
+    rows += variant_targets(results)
     if "websocket" in results:
         rows += ws_report.targets(results["websocket"])
     return rows
@@ -222,17 +277,24 @@ def worker_note(results: Results) -> str:
     )
 
 
-def _round_ratios(results: Results, other: str, connections: int, style: str) -> str:
-    """The gateway's ratio to ``other`` within each round, lowest to highest."""
-    mine = results["throughput"]["gateway"][str(connections)]
-    theirs = results["throughput"][other][str(connections)]
-    ratios = sorted(
-        (a["requests"] / a["seconds"]) / (b["requests"] / b["seconds"])
-        for a, b in zip(mine, theirs, strict=True)
-    )
+def _round_ratios(
+    results: Results, other: str, connections: int, style: str, *, mine: str = "gateway"
+) -> str:
+    """``mine``'s ratio to ``other`` within each round, lowest to highest."""
+    ratios = sorted(_ratios(results, mine, other, connections))
     if len(ratios) == 1:
         return "1 round"
     return f"rounds: {style.format(ratios[0])} to {style.format(ratios[-1])}"
+
+
+def _ratios(results: Results, mine: str, other: str, connections: int) -> list[float]:
+    """``mine``'s req/s over ``other``'s within each round, in round order."""
+    ours = results["throughput"][mine][str(connections)]
+    theirs = results["throughput"][other][str(connections)]
+    return [
+        (a["requests"] / a["seconds"]) / (b["requests"] / b["seconds"])
+        for a, b in zip(ours, theirs, strict=True)
+    ]
 
 
 def _size_label(size: int) -> str:
@@ -409,6 +471,8 @@ def markdown(results: Results, chart_name: str) -> str:
             f"max {max(latencies) * 1000:.0f} ms.\n"
         )
 
+    out.extend(variants_markdown(results))
+
     if "websocket" in results:
         out.extend(ws_report.markdown(results["websocket"]))
 
@@ -457,6 +521,59 @@ def markdown(results: Results, chart_name: str) -> str:
     return "\n".join(out)
 
 
+def variants_markdown(results: Results) -> list[str]:
+    """The gateway next to its variants with assertions off and JSON logs, and what signing
+    and verifying an assertion costs."""
+    keys = [
+        k for k in ("gateway", "gateway_no_assertion", "gateway_json") if k in results["throughput"]
+    ]
+    if len(keys) < 2 and "assertion" not in results:
+        return []
+    labels = {c["key"]: c["label"] for c in results["contenders"]}
+    connections = results["settings"]["connections"]
+    out = ["## Assertions and log format\n"]
+    out.append(
+        "The gateway signs `X-WeChat-Assertion` (an ES256 JWT) for every request with an "
+        "identity and reuses it per session and audience for 4 minutes; it writes an access "
+        "line per request, as text or, with `server.log_format: json`, as one JSON object. "
+        "The rows after the first differ from the default gateway in that one setting each "
+        "and ran in the same rounds, right after it, with the same signed-in session cookie "
+        "on every request (so the default gateway signs once per worker, then reuses). "
+        "Median of the rounds; CPU is the gateway's own processes' per request. The targets "
+        "are under [Targets](#targets).\n"
+    )
+    header, rule = "| gateway |", "|---|"
+    for n in connections:
+        header += f" req/s ({n} conns) | CPU µs/req ({n} conns) |"
+        rule += "---:|---:|"
+    out += [header, rule]
+    for key in keys:
+        line = f"| {labels[key]} |"
+        for n in connections:
+            line += (
+                f" {median_run(results, key, n)['rps']:,.0f} | {median_cpu(results, key, n):,.0f} |"
+            )
+        out.append(line)
+    out.append("")
+    if "assertion" in results:
+        out.append("### Signing and verifying an assertion\n")
+        out.append(
+            "`bench/assertion.py`, in the benchmark's own process: a fresh signature (what "
+            "the first request of a session pays, once per worker, audience and groups, and "
+            "again every 4 minutes), the reuse every other request pays, and what an app "
+            "pays to verify one (its JWKS already fetched).\n"
+        )
+        out.append(assertion_table(results["assertion"]) + "\n")
+    return out
+
+
+def assertion_table(measured: dict[str, Any]) -> str:
+    """``bench/assertion.py``'s measurements as a Markdown table, with what they ran on."""
+    lines = [measured["about"], "", "| operation | µs per call |", "|---|---:|"]
+    lines += [f"| {c['operation']} | {c['us_per_call']:.1f} |" for c in measured["cases"]]
+    return "\n".join(lines)
+
+
 def _nice_step(top: float, ticks: int = 5) -> float:
     raw = top / ticks
     magnitude = 10 ** math.floor(math.log10(raw))
@@ -475,7 +592,7 @@ def rps_chart(results: Results) -> str:
         for c in contenders
         for n in connections
     }
-    width, height = 760, 400
+    width, height = max(760, 90 + 115 * len(contenders)), 400
     left, right, top, bottom = 70, 20, 50, 70
     plot_w, plot_h = width - left - right, height - top - bottom
     step = _nice_step(max(values.values()) * 1.1)

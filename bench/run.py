@@ -9,8 +9,12 @@ In one run, against the same fast upstream, it measures four contenders:
 
 for a 1 KB GET at 16 and 64 connections (wrk), a 1 GiB download and upload (MB/s and peak
 RSS), and 120 requests parked on a 3 s upstream while a fast request goes through; then
-WebSocket through the gateway, nginx and no proxy (``bench/websocket.py``). It also
-times the session cookie codec (``bench/session_codec.py``), then writes
+WebSocket through the gateway, nginx and no proxy (``bench/websocket.py``). Beside the
+gateway on the 1 KB GET run variants that differ from it in one setting each (state in
+Redis, ``identity.assertion: false``, ``server.log_format: json``) and the hello-world on
+the gateway's worker class. It also times the session cookie codec
+(``bench/session_codec.py``) and signing and verifying the identity assertion
+(``bench/assertion.py``), then writes
 ``docs/benchmarks.md``, the chart ``docs/benchmarks-rps.svg`` and the raw results in
 ``bench/results/``. Every process it starts is stopped again, whatever happens.
 """
@@ -37,11 +41,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import assertion
 import clients
+import jwt
 import report
 import websocket
 import yaml
-from apps import HELLO
+from apps import HELLO, IDENTITY_PATH, bench_session
 from services import (
     BENCH,
     ROOT,
@@ -66,6 +72,7 @@ MIB = 1024 * 1024
 _SESSION_SECRET = "bench-session-secret-0123456789abcdefghijklmnop"
 _COOKIE_NAME = "wechat_gateway"
 GATEWAY_WORKER = "gateway.server.worker.GatewayWorker"
+_OPENID = "oBenchOpenID000000000000001"
 
 
 @dataclasses.dataclass
@@ -75,7 +82,7 @@ class Contender:
     short: str
     service: Service
     setup: str
-    #: Shown beside the others on the 1 KB GET only; no target refers to it.
+    #: Measured on the 1 KB GET only (no transfers, no slow-upstream case).
     reference: bool = False
     #: Serves the 1 KB itself: there is no upstream behind it to account for.
     is_upstream: bool = False
@@ -86,16 +93,7 @@ class Contender:
 
 
 def session_cookie() -> str:
-    now = int(time.time())
-    session = Session(
-        openid="oBenchOpenID000000000000001",
-        app_id="wxbench0123456789",
-        unionid="uBenchUnionID00000000000001",
-        nickname="Bench",
-        avatar="https://thirdwx.qlogo.cn/mmopen/vi_32/bench/132",
-        issued_at=now,
-        expires_at=now + 86400,
-    )
+    session = bench_session(openid=_OPENID)
     return SessionCodec(_SESSION_SECRET).encode(session)
 
 
@@ -111,6 +109,52 @@ def gateway_config(port: int, fast_port: int, slow_port: int) -> dict[str, Any]:
             {"prefix": "/slow", "url": f"http://127.0.0.1:{slow_port}"},
         ],
     }
+
+
+#: ``--only`` parts: what each one measures besides the default gateway.
+ONLY_PARTS = {
+    "assertion": "the gateway with assertions off (identity.assertion: false), and the "
+    "sign and verify cost per call",
+    "logs": "the gateway with server.log_format: json",
+}
+
+
+def gateway_variant(
+    port: int, fast_port: int, slow_port: int, *, server: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
+    """``gateway_config`` with ``server`` keys added to its own and other sections set."""
+    settings = gateway_config(port, fast_port, slow_port)
+    settings["server"] = {**settings["server"], **(server or {})}
+    return {**settings, **extra}
+
+
+def start_gateway(
+    stack: contextlib.ExitStack, name: str, settings: dict[str, Any], workdir: Path
+) -> Service:
+    """``python -m gateway serve`` on ``settings`` (checked first with ``check-config``)."""
+    config = workdir / f"{name}.yaml"
+    config.write_text(yaml.safe_dump(settings), encoding="utf-8")
+    check = subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    if check.returncode != 0:
+        raise RuntimeError(f"the generated config of {name} is invalid:\n{check.stderr}")
+    port = int(settings["server"]["bind"].rsplit(":", 1)[1])
+    return stack.enter_context(
+        Service(
+            name,
+            [sys.executable, "-m", "gateway", "serve", "-c", str(config)],
+            port,
+            workdir,
+            ready_path="/_gateway/healthz",
+            # The access log stays on, as by default, but is not kept.
+            discard_stdout=True,
+        )
+    )
 
 
 def _first_line(argv: list[str]) -> str:
@@ -166,17 +210,84 @@ def machine() -> dict[str, str]:
     }
 
 
+@dataclasses.dataclass
+class Started:
+    """What ``start_services`` started: the contenders, every server, the upstream behind
+    the contenders, and the URL of the Redis the two Redis-state replicas share (None with
+    ``--only``)."""
+
+    contenders: list[Contender]
+    services: list[Service]
+    upstream: Service
+    redis_url: str | None
+
+
 def start_services(
-    stack: contextlib.ExitStack, workdir: Path
-) -> tuple[list[Contender], list[Service], str]:
-    """Every server, each stopped when ``stack`` closes; the contenders among them, and the
-    URL of the Redis the two Redis-state replicas share."""
-    ports = free_ports(9)
+    stack: contextlib.ExitStack, workdir: Path, only: list[str] | None = None
+) -> Started:
+    """Every server, each stopped when ``stack`` closes. With ``only``: the upstream, the
+    default gateway and the variants those parts of ``ONLY_PARTS`` compare with it."""
+    ports = free_ports(11)
     fast_port, slow_port, proxy_port, nginx_port, gateway_port, worker_port = ports[:6]
-    redis_port, replica_port, other_replica_port = ports[6:]
+    redis_port, replica_port, other_replica_port = ports[6:9]
+    no_assertion_port, json_port = ports[9:]
     fast = stack.enter_context(
         Service("upstream", gunicorn_argv("apps:upstream", fast_port), fast_port, workdir)
     )
+    gateway = start_gateway(
+        stack, "gateway", gateway_variant(gateway_port, fast_port, slow_port), workdir
+    )
+    gateway_contender = Contender(
+        "gateway",
+        "wechat-gateway",
+        "wechat-gateway",
+        gateway,
+        "`python -m gateway serve` with the default configuration except `public_url`, "
+        "`server.bind` and the upstreams (`/` to the fast upstream, `/slow` to the slow "
+        "one): gunicorn gevent, 2 workers, 1000 connections each, access log on "
+        "(written to /dev/null), `X-WeChat-Assertion` on (signed with a key generated in "
+        "the embedded store), text log lines, metrics on. Its gevent worker is the gateway's "
+        "own (`gateway.server.worker.GatewayWorker`: gunicorn's gevent worker that sends a "
+        "response head with the first body piece and does less per request), while the "
+        "upstream, the hello-world and ProxyMiddleware run gunicorn's stock gevent worker.",
+    )
+    variants: list[Contender] = []
+    wanted = set(ONLY_PARTS) if only is None else set(only)
+    if "assertion" in wanted:
+        settings = gateway_variant(
+            no_assertion_port, fast_port, slow_port, identity={"assertion": False}
+        )
+        variants.append(
+            Contender(
+                "gateway_no_assertion",
+                "wechat-gateway, assertions off",
+                "gateway, no assertion",
+                start_gateway(stack, "gateway-no-assertion", settings, workdir),
+                "the gateway as above with `identity.assertion: false`: no "
+                "`X-WeChat-Assertion` is signed or sent, the rest of the identity headers "
+                "are. The same signed-in session on every request, so the gateway above "
+                "signs once per worker and then reuses its assertion (for 4 minutes).",
+                reference=True,
+            )
+        )
+    if "logs" in wanted:
+        settings = gateway_variant(json_port, fast_port, slow_port, server={"log_format": "json"})
+        variants.append(
+            Contender(
+                "gateway_json",
+                "wechat-gateway, log_format: json",
+                "gateway, JSON logs",
+                start_gateway(stack, "gateway-json", settings, workdir),
+                "the gateway as above with `server.log_format: json`: every line, the access "
+                "line of each request included (on, as by default, written to /dev/null), "
+                "one JSON object with the request id.",
+                reference=True,
+            )
+        )
+    if only is not None:
+        contenders = [gateway_contender, *variants]
+        return Started(contenders, [fast, *(c.service for c in contenders)], fast, None)
+
     on_gateway_worker = stack.enter_context(
         Service(
             "upstream-on-gateway-worker",
@@ -216,48 +327,16 @@ def start_services(
         Service("nginx", [*nginx_argv, "-c", str(conf)], nginx_port, workdir)
     )
 
-    config = workdir / "gateway.yaml"
-    config.write_text(
-        yaml.safe_dump(gateway_config(gateway_port, fast_port, slow_port)), encoding="utf-8"
-    )
-    check = subprocess.run(
-        [sys.executable, "-m", "gateway", "check-config", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-    )
-    if check.returncode != 0:
-        raise RuntimeError(f"the generated gateway config is invalid:\n{check.stderr}")
-    gateway = stack.enter_context(
-        Service(
-            "gateway",
-            [sys.executable, "-m", "gateway", "serve", "-c", str(config)],
-            gateway_port,
-            workdir,
-            ready_path="/_gateway/healthz",
-            # The access log stays on, as by default, but is not kept.
-            discard_stdout=True,
-        )
-    )
     redis_url = stack.enter_context(redis_server(redis_port, workdir))
-    replicas = []
-    for name, port in (("gateway-redis", replica_port), ("gateway-redis-b", other_replica_port)):
-        replica_config = workdir / f"{name}.yaml"
-        settings = {**gateway_config(port, fast_port, slow_port), "state": {"url": redis_url}}
-        replica_config.write_text(yaml.safe_dump(settings), encoding="utf-8")
-        replicas.append(
-            stack.enter_context(
-                Service(
-                    name,
-                    [sys.executable, "-m", "gateway", "serve", "-c", str(replica_config)],
-                    port,
-                    workdir,
-                    ready_path="/_gateway/healthz",
-                    discard_stdout=True,
-                )
-            )
+    replicas = [
+        start_gateway(
+            stack,
+            name,
+            gateway_variant(port, fast_port, slow_port, state={"url": redis_url}),
+            workdir,
         )
+        for name, port in (("gateway-redis", replica_port), ("gateway-redis-b", other_replica_port))
+    ]
     werkzeug = version("werkzeug")
     contenders = [
         Contender(
@@ -288,20 +367,9 @@ def start_services(
             "`proxy_max_temp_file_size 0` (bodies stream, nothing is spooled to disk), "
             "default proxy buffer sizes, access log off.",
         ),
-        Contender(
-            "gateway",
-            "wechat-gateway",
-            "wechat-gateway",
-            gateway,
-            "`python -m gateway serve` with the default configuration except `public_url`, "
-            "`server.bind` and the upstreams (`/` to the fast upstream, `/slow` to the slow "
-            "one): gunicorn gevent, 2 workers, 1000 connections each, access log on "
-            "(written to /dev/null). Its gevent worker is the gateway's own "
-            "(`gateway.server.worker.GatewayWorker`: gunicorn's gevent worker that sends a "
-            "response head with the first body piece and does less per request), while the "
-            "upstream, "
-            "the hello-world and ProxyMiddleware run gunicorn's stock gevent worker.",
-        ),
+        gateway_contender,
+        # Next to the gateway, so that within a round they run one after the other.
+        *variants,
         Contender(
             "no_hop_gateway_worker",
             "hello-world on the gateway's worker, no hop (reference)",
@@ -326,8 +394,9 @@ def start_services(
             reference=True,
         ),
     ]
-    services = [fast, slow, proxy, nginx, gateway, on_gateway_worker, *replicas]
-    return contenders, services, redis_url
+    services = [fast, slow, proxy, nginx, gateway, *(c.service for c in variants)]
+    services += [on_gateway_worker, *replicas]
+    return Started(contenders, services, fast, redis_url)
 
 
 @contextlib.contextmanager
@@ -395,6 +464,35 @@ def preflight(contenders: list[Contender], headers: dict[str, str]) -> None:
             raise RuntimeError(
                 f"{contender.label} answered /hello with {status} and {len(body)} bytes"
             )
+        if contender.key.startswith("gateway"):
+            _check_gateway_variant(contender, headers)
+
+
+def _check_gateway_variant(contender: Contender, headers: dict[str, str]) -> None:
+    """A gateway variant must differ in what it claims to: an assertion the upstream can
+    verify against the gateway's JWKS, or none when they are off; JSON log lines."""
+    status, body = clients.get(contender.port, IDENTITY_PATH, headers)
+    if status != 200:
+        raise RuntimeError(f"{contender.label} answered {IDENTITY_PATH} with {status}")
+    token = json.loads(body)["assertion"]
+    if contender.key == "gateway_no_assertion":
+        if token is not None:
+            raise RuntimeError(f"{contender.label} sent X-WeChat-Assertion")
+    else:
+        if token is None:
+            raise RuntimeError(f"{contender.label} sent no X-WeChat-Assertion")
+        status, jwks = clients.get(contender.port, "/_gateway/jwks.json", {})
+        key = jwt.PyJWKSet.from_json(jwks.decode())[jwt.get_unverified_header(token)["kid"]]
+        origin = f"http://127.0.0.1:{contender.port}"
+        claims = jwt.decode(token, key, algorithms=["ES256"], audience=origin, issuer=origin)
+        if claims["openid"] != _OPENID:
+            raise RuntimeError(f"{contender.label} asserted {claims['openid']}")
+    if contender.key == "gateway_json":
+        lines = [line for line in contender.service.log_lines() if line.strip()]
+        if not lines or not all(line.startswith("{") for line in lines):
+            raise RuntimeError(f"{contender.label} logged other lines than JSON: {lines[:3]}")
+        for line in lines:
+            json.loads(line)
 
 
 def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -417,26 +515,35 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "transfers": {},
         "slow": {},
     }
+    if args.only:
+        results["only"] = args.only
+        results["command"] = f"python bench/run.py --only {' '.join(args.only)}"
     with contextlib.ExitStack() as stack:
-        contenders, services, redis_url = start_services(stack, workdir)
+        started = start_services(stack, workdir, args.only)
+        contenders, services, redis_url = started.contenders, started.services, started.redis_url
         try:
-            run_all(args, results, contenders, headers, script)
-            other = next(s for s in services if s.name == "gateway-redis-b")
-            latencies = revocation_latency(redis_url, other.port, args.revocations)
-            results["revocation_seconds"] = latencies
-            p50 = report.percentile(latencies, 50) * 1000
-            p99 = report.percentile(latencies, 99) * 1000
-            print(
-                f"revocation seen by the other replica: p50 {p50:.1f} ms, p99 {p99:.1f} ms"
-                f" ({len(latencies)} revocations)",
-                flush=True,
-            )
+            run_all(args, results, contenders, started.upstream, headers, script)
+            if "assertion" in (args.only or ONLY_PARTS):
+                # In this process, with the servers idle.
+                results["assertion"] = assertion.measure()
+                print(report.assertion_table(results["assertion"]), flush=True)
+            if redis_url is not None:
+                other = next(s for s in services if s.name == "gateway-redis-b")
+                latencies = revocation_latency(redis_url, other.port, args.revocations)
+                results["revocation_seconds"] = latencies
+                p50 = report.percentile(latencies, 50) * 1000
+                p99 = report.percentile(latencies, 99) * 1000
+                print(
+                    f"revocation seen by the other replica: p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+                    f" ({len(latencies)} revocations)",
+                    flush=True,
+                )
         except Exception:
             for service in services:
                 print(f"--- {service.name} log (last lines) ---\n{service.log_tail()}")
             raise
         results["log_problems"] = {s.name: s.problems() for s in services if s.problems()}
-    if not args.no_websocket:
+    if not args.no_websocket and not args.only:
         # After the HTTP contenders have stopped; its own processes (bench/websocket.py).
         results["websocket"] = websocket.measure(workdir, websocket.Settings())
     results["contenders"] = [
@@ -457,13 +564,14 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         f"127.0.0.1 and shares the machine's {cpus} CPUs: client, proxy and upstream "
         "compete for them, as they would not in production.",
     ]
-    results["session_codec"] = subprocess.run(
-        [sys.executable, str(BENCH / "session_codec.py")],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    ).stdout
+    if not args.only:
+        results["session_codec"] = subprocess.run(
+            [sys.executable, str(BENCH / "session_codec.py")],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        ).stdout
     return results
 
 
@@ -481,6 +589,7 @@ def run_all(
     args: argparse.Namespace,
     results: dict[str, Any],
     contenders: list[Contender],
+    upstream: Service,
     headers: dict[str, str],
     script: Path,
 ) -> None:
@@ -492,14 +601,17 @@ def run_all(
             clients.wrk(url, max(args.connections), 2, script, headers)
         results["throughput"][contender.key] = {str(n): [] for n in args.connections}
     pids = {c.key: c.service.pids() for c in contenders}
+    upstream_pids = upstream.pids()
     for contender in contenders:
         if not pids[contender.key]:
             raise RuntimeError(f"{contender.label} is not running:\n{contender.service.log_tail()}")
-    # Rounds interleave the contenders, so a noisy minute hits them all alike.
+    # Rounds interleave the contenders, so a noisy minute hits them all alike; every other
+    # round runs them in reverse order, since the later of two runs in a row tends to be
+    # charged more CPU per request (a few percent when both are the same server).
     for round_ in range(1, args.runs + 1):
         for connections in args.connections:
-            for contender in contenders:
-                own, upstream_pids = pids[contender.key], pids["no_hop"]
+            for contender in contenders if round_ % 2 else contenders[::-1]:
+                own = pids[contender.key]
                 before = cpu_seconds(own), cpu_seconds(upstream_pids)
                 with _step(contender, f"1 KB GETs at {connections} connections"):
                     url = f"http://127.0.0.1:{contender.port}/hello"
@@ -522,6 +634,8 @@ def run_all(
                     f"µs/req{errors}",
                     flush=True,
                 )
+    if args.only:
+        return
 
     size = args.transfer_mib * MIB
     for contender in contenders:
@@ -559,6 +673,8 @@ def run_all(
 
 
 def write_report(results: dict[str, Any]) -> None:
+    if results.get("only"):
+        raise SystemExit("a run with --only is partial: it cannot make docs/benchmarks.md")
     DOCS.mkdir(exist_ok=True)
     (DOCS / "benchmarks.md").write_text(report.markdown(results, CHART), encoding="utf-8")
     (DOCS / CHART).write_text(report.rps_chart(results), encoding="utf-8")
@@ -592,6 +708,15 @@ def main() -> None:
     parser.add_argument(
         "--report", metavar="JSON", help="rebuild docs/ from saved results, measure nothing"
     )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=sorted(ONLY_PARTS),
+        help="a quick partial run: the upstream, the default gateway and, side by side on "
+        "the 1 KB GET, the variant of each part named ("
+        + "; ".join(f"{name}: {what}" for name, what in ONLY_PARTS.items())
+        + "); their targets are printed, the results saved, docs/ left as is",
+    )
     args = parser.parse_args()
 
     if args.report:
@@ -617,12 +742,12 @@ def main() -> None:
 
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    saved = RESULTS / f"{stamp}.json"
+    saved = RESULTS / f"{stamp}{''.join(f'-{part}' for part in args.only or ())}.json"
     saved.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"saved {saved}")
     for name, measured, ok in report.targets(results):
         print(f"{'PASS' if ok else 'FAIL'}  {name}: {measured}")
-    if not args.no_docs:
+    if not args.no_docs and not args.only:
         write_report(results)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import grp
+import json
 import os
 import pwd
 import shutil
@@ -254,19 +255,41 @@ class Service:
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
 
-    def problems(self) -> list[str]:
-        """Warning and error lines from the log (gunicorn, the gateway, or nginx)."""
+    def log_lines(self) -> list[str]:
         if not self.log_path.exists():
             return []
-        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        return self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+
+    def problems(self) -> list[str]:
+        """Warning and error lines from the log (gunicorn, the gateway, or nginx, as text;
+        the gateway's and gunicorn's with ``server.log_format: json``, as JSON)."""
         marks = ("[WARNING]", "[ERROR]", "[CRITICAL]", "Traceback", "[warn]", "[error]", "[crit]")
-        return [line for line in text.splitlines() if any(mark in line for mark in marks)]
+        return [
+            line
+            for line in self.log_lines()
+            if any(mark in line for mark in marks) or _json_level(line) in _JSON_PROBLEMS
+        ]
 
     def log_tail(self, lines: int = 30) -> str:
         if not self.log_path.exists():
             return ""
         text = self.log_path.read_text(encoding="utf-8", errors="replace")
         return "\n".join(text.splitlines()[-lines:])
+
+
+_JSON_PROBLEMS = {"warning", "error", "critical"}
+
+
+def _json_level(line: str) -> str | None:
+    """The ``level`` of a JSON log line (``server.log_format: json``); None for others."""
+    if not line.startswith("{"):
+        return None
+    try:
+        document = json.loads(line)
+    except ValueError:
+        return None
+    level = document.get("level") if isinstance(document, dict) else None
+    return level.lower() if isinstance(level, str) else None
 
 
 def rss_bytes(pids: list[int]) -> int:

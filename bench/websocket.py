@@ -60,6 +60,7 @@ from typing import Any
 import clients
 import ws_report
 import yaml
+from apps import bench_session
 from services import (
     BENCH,
     PeakRss,
@@ -72,7 +73,7 @@ from services import (
 )
 from ws_upstream import CLOSE_NORMAL, FRAME_PAYLOAD, accept_key, frame_head
 
-from gateway.auth.session import Session, SessionCodec
+from gateway.auth.session import SessionCodec
 from gateway.config.settings import ServerSettings
 
 MIB = 1024 * 1024
@@ -158,16 +159,7 @@ def contender_notes(nginx_version: str) -> dict[str, str]:
 
 
 def session_cookie() -> str:
-    now = int(time.time())
-    session = Session(
-        openid="oBenchOpenID000000000000001",
-        app_id="wxbench0123456789",
-        unionid="uBenchUnionID00000000000001",
-        nickname="Bench",
-        avatar="https://thirdwx.qlogo.cn/mmopen/vi_32/bench/132",
-        issued_at=now,
-        expires_at=now + 86400,
-    )
+    session = bench_session()
     return f"{_COOKIE}={SessionCodec(_SECRET).encode(session)}"
 
 
