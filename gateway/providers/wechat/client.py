@@ -42,18 +42,16 @@ from __future__ import annotations
 import json
 import logging
 import re
-import socket
-import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from http.cookiejar import DefaultCookiePolicy
 from typing import Any, Final
 from urllib.parse import quote, urlsplit
 
 import requests
 import urllib3.exceptions
 
+from gateway.providers.transport import failure_reason, new_session, read_reply
 from gateway.server.greenlets import gevent_timeout
 
 __all__ = [
@@ -349,7 +347,7 @@ class WeChatClient:
         self._config_key = config_key
         self._sleep = sleep
         self._monotonic = monotonic
-        self._session = session if session is not None else _new_session()
+        self._session = session if session is not None else new_session()
         self._timer = gevent_timeout()
 
     def __repr__(self) -> str:
@@ -523,13 +521,15 @@ class WeChatClient:
                 stream=True,
             ) as resp:
                 status = resp.status_code
-                raw = _read_reply(resp, time.monotonic() + timeout)
+                raw = read_reply(resp, time.monotonic() + timeout, _MAX_BODY)
         except (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError):
             failure = WeChatTimeout(
                 endpoint, f"no reply within {timeout:.2g}s", _transport_hint(self._api_base)
             )
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            failure = WeChatUnavailable(endpoint, _reason(exc), _transport_hint(self._api_base))
+            failure = WeChatUnavailable(
+                endpoint, failure_reason(exc), _transport_hint(self._api_base)
+            )
         except BaseException as exc:
             if timer is None or exc is not timer:
                 raise
@@ -550,37 +550,6 @@ class WeChatClient:
         return _decode(endpoint, raw)
 
 
-def _read_reply(resp: requests.Response, ends_at: float) -> bytes:
-    """The reply's body, at most ``_MAX_BODY + 1`` bytes, read by ``ends_at`` (monotonic);
-    ``TimeoutError`` if it is still coming then."""
-    raw = resp.raw
-    sock = getattr(getattr(raw, "connection", None), "sock", None)
-    parts: list[bytes] = []
-    size = 0
-    while size <= _MAX_BODY:
-        left = ends_at - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("the reply was still coming at the deadline")
-        if sock is not None:
-            sock.settimeout(left)  # a silent gap ends at the deadline too
-        piece = raw.read1(_MAX_BODY + 1 - size, decode_content=True)
-        if not piece:
-            break
-        parts.append(piece)
-        size += len(piece)
-    return b"".join(parts)
-
-
-def _new_session() -> requests.Session:
-    session = requests.Session()
-    # Proxies and .netrc from the environment are not the operator's choice for this
-    # traffic, and WeChat's API sets no cookies worth keeping.
-    session.trust_env = False
-    session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-    session.headers["User-Agent"] = "wechat-gateway"
-    return session
-
-
 def _check_state(state: str) -> None:
     if not _STATE_RE.fullmatch(state):
         raise ValueError("state must be 1 to 128 characters of [A-Za-z0-9]")
@@ -595,33 +564,6 @@ def _encode_redirect_uri(uri: str) -> str:
 
 def _transport_hint(api_base: str) -> str:
     return f"check that this host can reach {api_base}"
-
-
-def _reason(exc: BaseException) -> str:
-    """A short cause for a transport failure, taken from the innermost OS error.
-
-    The outer exception texts embed the request URL, so only exception types and OS
-    error strings are used.
-    """
-    seen: set[int] = set()
-    pending: list[BaseException] = [exc]
-    while pending:
-        current = pending.pop(0)
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, socket.gaierror):
-            return "the host name could not be resolved"
-        if isinstance(current, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(current, ConnectionResetError):
-            return "connection closed without a reply"
-        if isinstance(current, ssl.SSLError):
-            return "TLS handshake or certificate failure"
-        linked = [current.__cause__, current.__context__, getattr(current, "reason", None)]
-        linked.extend(current.args)
-        pending.extend(e for e in linked if isinstance(e, BaseException))
-    return f"connection failed ({type(exc).__name__})"
 
 
 def _decode(endpoint: str, raw: bytes) -> dict[str, Any]:

@@ -58,17 +58,15 @@ import hashlib
 import json
 import logging
 import re
-import socket
-import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from http.cookiejar import DefaultCookiePolicy
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import requests
 import urllib3.exceptions
 
+from gateway.providers.transport import failure_reason, new_session, read_reply
 from gateway.server.greenlets import gevent_timeout
 
 if TYPE_CHECKING:
@@ -537,7 +535,7 @@ class WeComClient:
         self._userinfo_api = userinfo_api
         self._sleep = sleep
         self._monotonic = monotonic
-        self._session = session if session is not None else _new_session()
+        self._session = session if session is not None else new_session()
         self._timer = gevent_timeout()
         #: Tells a failure remembered for one secret from another (a fixed config).
         self.credential_id = hashlib.sha256(
@@ -768,11 +766,11 @@ class WeComClient:
                 stream=True,
             ) as resp:
                 status = resp.status_code
-                raw = _read_reply(resp, time.monotonic() + timeout, max_body)
+                raw = read_reply(resp, time.monotonic() + timeout, max_body)
         except (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError):
             failure = WeComTimeout(endpoint, f"no reply within {timeout:.2g}s", advice)
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            failure = WeComUnavailable(endpoint, _reason(exc), advice)
+            failure = WeComUnavailable(endpoint, failure_reason(exc), advice)
         except BaseException as exc:
             if timer is None or exc is not timer:
                 raise
@@ -791,66 +789,8 @@ class WeComClient:
         return _decode(endpoint, raw)
 
 
-def _read_reply(resp: requests.Response, ends_at: float, max_body: int) -> bytes:
-    """The reply's body, at most ``max_body + 1`` bytes, read by ``ends_at`` (monotonic);
-    ``TimeoutError`` if it is still coming then."""
-    raw = resp.raw
-    sock = getattr(getattr(raw, "connection", None), "sock", None)
-    parts: list[bytes] = []
-    size = 0
-    while size <= max_body:
-        left = ends_at - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("the reply was still coming at the deadline")
-        if sock is not None:
-            sock.settimeout(left)  # a silent gap ends at the deadline too
-        piece = raw.read1(min(max_body + 1 - size, 1 << 16), decode_content=True)
-        if not piece:
-            break
-        parts.append(piece)
-        size += len(piece)
-    return b"".join(parts)
-
-
-def _new_session() -> requests.Session:
-    session = requests.Session()
-    # Proxies and .netrc from the environment are not the operator's choice for this
-    # traffic, and WeCom's API sets no cookies worth keeping.
-    session.trust_env = False
-    session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-    session.headers["User-Agent"] = "wechat-gateway"
-    return session
-
-
 def _transport_advice(api_base: str) -> str:
     return f"check that this host can reach {api_base}"
-
-
-def _reason(exc: BaseException) -> str:
-    """A short cause for a transport failure, taken from the innermost OS error.
-
-    The outer exception texts embed the request URL, so only exception types and OS
-    error strings are used.
-    """
-    seen: set[int] = set()
-    pending: list[BaseException] = [exc]
-    while pending:
-        current = pending.pop(0)
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, socket.gaierror):
-            return "the host name could not be resolved"
-        if isinstance(current, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(current, ConnectionResetError):
-            return "connection closed without a reply"
-        if isinstance(current, ssl.SSLError):
-            return "TLS handshake or certificate failure"
-        linked = [current.__cause__, current.__context__, getattr(current, "reason", None)]
-        linked.extend(current.args)
-        pending.extend(e for e in linked if isinstance(e, BaseException))
-    return f"connection failed ({type(exc).__name__})"
 
 
 # --- reading replies -------------------------------------------------------------------
