@@ -63,9 +63,8 @@ class Audit:
         if reason:
             fields["reason"] = reason
         if session is not None:
-            userid = getattr(session, "userid", None)
-            if session.provider == "wecom" and userid:
-                fields["userid"] = userid
+            if session.userid:
+                fields["userid"] = session.userid
             else:
                 fields["openid"] = session.openid
             fields["provider"] = session.provider

@@ -1,7 +1,8 @@
 """The one place the gateway's parts are built from settings and wired together.
 
 Everything that varies by configuration is decided here: which identity providers exist
-(the WeChat website app always, the Official Account when configured, in-app flows first),
+(WeChat's website app and Official Account, WeCom's web login and in-app authorization,
+as configured; in-app flows first),
 the session store, the access policy and routes, the login flow and the forwarder. The
 pipeline (``gateway.app.Gateway``) only receives them.
 """
@@ -30,6 +31,9 @@ from gateway.login.revalidation import Revalidator
 from gateway.login.state import LoginStateCookie
 from gateway.providers.wechat.client import WeChatClient
 from gateway.providers.wechat.provider import WeChatProvider
+from gateway.providers.wecom.client import WeComClient
+from gateway.providers.wecom.provider import DepartmentTree, WeComProvider
+from gateway.providers.wecom.tokens import AccessTokens
 from gateway.proxy.forward import Forwarder
 from gateway.proxy.request import ForwardContext
 from gateway.proxy.router import Route, Router
@@ -44,6 +48,7 @@ if TYPE_CHECKING:
 
     from gateway.config import Settings
     from gateway.providers.base import IdentityProvider
+    from gateway.state.base import StateStore
 
 
 def build_gateway(
@@ -54,10 +59,10 @@ def build_gateway(
 ) -> Gateway:
     """A gateway for one worker process (built after the fork), from validated settings."""
     metrics = metrics if metrics is not None else Metrics()
-    providers = wechat_providers(settings)
     session = settings.session
     codec = SessionCodec(session.secret, session.previous_secrets, clock=clock)
     state = open_store(settings.state, session_max_age=session.max_age, clock=clock)
+    providers = identity_providers(settings, state, codec, clock=clock)
     watcher = RevocationWatcher(state, max_staleness=settings.state.max_staleness, wall_clock=clock)
     sessions = RevocableSessionStore(
         CookieSessionStore(
@@ -79,7 +84,7 @@ def build_gateway(
         clock=clock,
     )
     revalidator = (
-        Revalidator(session.revalidate, providers, timeout=settings.wechat.timeout, clock=clock)
+        Revalidator(session.revalidate, providers, timeout=settings.provider_timeout, clock=clock)
         if session.revalidate is not None
         else None
     )
@@ -113,7 +118,7 @@ def build_gateway(
         max_age=session.max_age,
         keep_refresh_token=session.revalidate is not None,
         state_ttl=settings.login.state_ttl,
-        exchange_timeout=settings.wechat.timeout,
+        exchange_timeout=settings.provider_timeout,
         page_mode=settings.login.mode == "page",
         branding=branding,
         upstream_hosts=frozenset(u.host for u in settings.upstreams if u.host),
@@ -154,10 +159,70 @@ def build_gateway(
     )
 
 
+def identity_providers(
+    settings: Settings,
+    state: StateStore,
+    codec: SessionCodec,
+    *,
+    clock: Callable[[], float] = time.time,
+) -> list[IdentityProvider]:
+    """Every flow of the configured providers, in order of preference: the in-app ones
+    first, WeCom's before WeChat's (the WeCom client's User-Agent also says
+    ``MicroMessenger``), then the web logins, which serve every browser."""
+    wecom = wecom_providers(settings, state, codec, clock=clock)
+    wechat = wechat_providers(settings)
+    return [
+        *(p for p in wecom if p.in_app),
+        *(p for p in wechat if p.in_app),
+        *(p for p in wecom if not p.in_app),
+        *(p for p in wechat if not p.in_app),
+    ]
+
+
+def wecom_providers(
+    settings: Settings,
+    state: StateStore,
+    codec: SessionCodec,
+    *,
+    clock: Callable[[], float] = time.time,
+) -> list[IdentityProvider]:
+    """WeCom's two flows over one client: in-app inside the WeCom client, the web login
+    elsewhere. The app's access token is shared through the state store."""
+    wecom = settings.wecom
+    if wecom is None:
+        return []
+    client = WeComClient(
+        wecom.corp_id,
+        wecom.agent_id,
+        wecom.secret,
+        api_base=wecom.api_base,
+        timeout=wecom.timeout,
+        tokens=AccessTokens(state, codec, clock=clock),
+        userinfo_api=wecom.userinfo_api,
+    )
+    tree = DepartmentTree(client)
+    return [
+        WeComProvider(
+            client,
+            tree,
+            in_app=in_app,
+            timeout=wecom.timeout,
+            allow_external=wecom.allow_external,
+            web_login=wecom.web_login,
+            login_base=wecom.login_base,
+            qrconnect_base=wecom.qrconnect_base,
+            open_base=wecom.open_base,
+        )
+        for in_app in (True, False)
+    ]
+
+
 def wechat_providers(settings: Settings) -> list[IdentityProvider]:
     """WeChat's flows, in order of preference: the Official Account inside WeChat's own
     browser (when configured), then the website app's QR login for every browser."""
     wechat = settings.wechat
+    if wechat is None:
+        return []
 
     def client(app_id: str, app_secret: str, config_key: str = "wechat") -> WeChatClient:
         return WeChatClient(

@@ -2,7 +2,8 @@
 
 Three things start in one process tree:
 
-- the built-in WeChat simulator (QR page, test identities, the ``/sns/`` API);
+- the built-in WeChat and WeCom simulators on one port (QR pages, test identities and
+  staff, the ``/sns/`` and ``/cgi-bin/`` APIs), so the login page offers both;
 - a sample upstream app that shows the identity headers it received, with a live
   WebSocket panel: its ``/ws`` is a small WebSocket server of its own (a second upstream
   entry) that echoes what the user types and pushes a clock tick every second, each
@@ -38,11 +39,23 @@ from gateway.config import (
     Settings,
     UpstreamSettings,
     WeChatSettings,
+    WeComSettings,
 )
 from gateway.identity.compose import ASSERTION, GROUPS
-from gateway.identity.headers import APPID, AVATAR, NICKNAME, OPENID, UNIONID
-from gateway.simulator import Simulator, SimulatorServer
+from gateway.identity.headers import (
+    APPID,
+    AVATAR,
+    CORPID,
+    DEPARTMENTS,
+    NICKNAME,
+    OPENID,
+    PROVIDER,
+    UNIONID,
+    USERID,
+)
+from gateway.simulator import Simulator
 from gateway.simulator.pages import visible
+from gateway.simulator.wecom import DEMO_AGENT_ID, WeComSimulator, WeComSimulatorServer
 from gateway.web.pages import stylesheet
 
 if TYPE_CHECKING:
@@ -50,7 +63,18 @@ if TYPE_CHECKING:
 
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
-_IDENTITY = (OPENID, UNIONID, APPID, NICKNAME, AVATAR, GROUPS)
+_IDENTITY = (
+    PROVIDER,
+    OPENID,
+    UNIONID,
+    APPID,
+    USERID,
+    CORPID,
+    DEPARTMENTS,
+    NICKNAME,
+    AVATAR,
+    GROUPS,
+)
 #: The sample app's WebSocket, served by its own small server behind a second upstream entry.
 LIVE_PATH = "/ws"
 
@@ -249,6 +273,7 @@ def live_socket(connection: ServerConnection) -> None:
     who = {
         "nickname": unquote(headers.get(NICKNAME, "stranger")),
         "openid": headers.get(OPENID),
+        "userid": headers.get(USERID),
     }
 
     def send(kind: str, **fields: str) -> None:
@@ -280,13 +305,33 @@ def _start_live_socket() -> Server:
 
 
 def demo_settings(
-    port: int, simulator_url: str, app_url: str, live_url: str, simulator: Simulator
+    port: int,
+    simulator_url: str,
+    app_url: str,
+    live_url: str,
+    simulator: Simulator,
+    wecom: WeComSimulator | None = None,
 ) -> Settings:
     """The gateway in front of the sample app (``app_url``) and, at ``/ws``, its WebSocket
-    server (``live_url``), with the simulator as WeChat."""
+    server (``live_url``), with the simulator as WeChat (and ``wecom``, on the same URL, as
+    WeCom)."""
     website = next(app for app in simulator.apps if app.kind == "website")
     official = next(app for app in simulator.apps if app.kind == "official_account")
+    wecom_settings = None
+    if wecom is not None:
+        corp = wecom.corp()
+        app = wecom.app(DEMO_AGENT_ID)
+        wecom_settings = WeComSettings(
+            corp_id=corp.corp_id,
+            agent_id=app.agent_id,
+            secret=app.secret,
+            api_base=simulator_url,
+            login_base=simulator_url,
+            qrconnect_base=simulator_url,
+            open_base=simulator_url,
+        )
     return Settings(
+        wecom=wecom_settings,
         public_url=f"http://127.0.0.1:{port}",
         wechat=WeChatSettings(
             app_id=website.app_id,
@@ -315,7 +360,10 @@ def run_demo(port: int) -> int:
         print(f"wechat-gateway demo: {busy} (choose another with --port)", file=sys.stderr)
         return 1
     simulator = Simulator.default()
-    wechat = SimulatorServer(simulator).start()
+    staff = WeComSimulator.default(
+        trusted_domains=(f"127.0.0.1:{port}", f"localhost:{port}"), fallback=simulator
+    )
+    wechat = WeComSimulatorServer(staff).start()
     app = _start_sample_app()
     live_port = _start_live_socket().socket.getsockname()[1]
     settings = demo_settings(
@@ -324,19 +372,20 @@ def run_demo(port: int) -> int:
         f"http://127.0.0.1:{app.server_port}",
         f"http://127.0.0.1:{live_port}",
         simulator,
+        staff,
     )
     _checks[:] = [AssertionCheck(settings.public_url)]
     print(
         f"""
 wechat-gateway demo
-  WeChat simulator  {wechat.url}
+  simulator         {wechat.url}   (WeChat and WeCom)
   sample app        http://127.0.0.1:{app.server_port}   (no login of its own)
   sample WebSocket  ws://127.0.0.1:{live_port}     (the app's {LIVE_PATH}: echo and clock)
   gateway           {settings.public_url}
 
-Open {settings.public_url}/ in your browser, then pick a test identity on the
-simulated WeChat QR page. The page's live panel talks to the app over a WebSocket,
-through the gateway. Press Ctrl+C to stop.
+Open {settings.public_url}/ in your browser, then sign in with WeChat (pick a test
+identity) or WeCom (pick a staff member) on the simulated QR pages. The page's live
+panel talks to the app over a WebSocket, through the gateway. Press Ctrl+C to stop.
 """,
         flush=True,
     )

@@ -184,13 +184,18 @@ class Endpoints:
         if session is None:
             ctx.api = True
             raise self.login.sign_in_required(extra_headers=extra)
-        payload = {
-            "openid": session.openid,
+        payload: dict[str, object] = {
+            "openid": session.openid or None,
             "unionid": session.unionid,
-            "app_id": session.app_id,
+            "app_id": session.app_id if session.provider == "wechat" else None,
             "nickname": clean_text(session.nickname),
             "avatar": session.avatar,
+            "provider": session.provider,
         }
+        if session.provider == "wecom":
+            payload["userid"] = session.userid
+            payload["corp_id"] = session.corp_id
+            payload["departments"] = list(session.departments)
         return json_response(ctx.environ, start_response, "200 OK", payload, extra)
 
     def jwks(self, ctx: RequestContext, start_response: StartResponse) -> Iterable[bytes]:

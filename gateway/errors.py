@@ -30,12 +30,20 @@ The tree, and what the browser gets::
         ├── SnapshotUser            401  WeChat's snapshot mode: only a preview identity
         ├── SignInRequired          401  no session: an API call, forward-auth, userinfo
         ├── NotAllowed              403  signed in, but not on the allow list
+        │   ├── NotAMember          403  WeCom: someone outside the company (no
+        │   │                            allow_external)
+        │   ├── MemberInactive      403  WeCom: a member who is disabled, not activated
+        │   │                            or has left
+        │   └── OutsideVisibility   403  WeCom: a member the app is not visible to
         ├── ProviderFailed          502  the identity provider answered with an error or
         │   │                            garbage
         │   ├── ProviderMisconfigured 502  app id / secret / scope wrong: an operator must act
         │   └── ProviderUnreachable 502  the provider could not be reached at all
         ├── ProviderBusy            503  the provider is busy or over quota; retry later
         └── ProviderTimedOut        504  the provider did not answer within its timeout
+
+A WeCom sign-in fails with the ``WeCom*`` subclass of each provider failure (same status,
+"WeCom" in the words), so nobody is told WeChat failed when it was WeCom.
 
 The sign-in pages are named for the identity provider's failure, not WeChat's wire: the
 WeChat client's own exceptions (``WeChatTimeout``, ``WeChatUnavailable``, ``SystemBusy``,
@@ -299,3 +307,61 @@ class ProviderTimedOut(LoginError):
     status = 504
     title = "WeChat did not answer"
     hint = "WeChat took too long to answer. Try again in a moment."
+
+
+# -- WeCom: the same failures, named for WeCom, and its own refusals ---------------------
+
+
+class WeComCancelled(LoginCancelled):
+    hint = "You did not confirm the sign-in in WeCom. Try again when you are ready."
+
+
+class NotAMember(NotAllowed):
+    title = "Not a member of this company"
+    hint = (
+        "You signed in with WeCom as someone outside this company. Only the company's members"
+        " may use this application."
+    )
+
+
+class MemberInactive(NotAllowed):
+    title = "Your WeCom account is not active"
+    hint = (
+        "Your account in the company's WeCom is disabled, not yet activated or has left the"
+        " company. Ask your administrator."
+    )
+
+
+class OutsideVisibility(NotAllowed):
+    title = "This application is not available to you"
+    hint = (
+        "Your WeCom account is outside this application's visible range in the company's WeCom."
+        " Ask your administrator to add you."
+    )
+
+
+class WeComFailed(ProviderFailed):
+    title = "WeCom sign-in failed"
+    hint = "WeCom could not complete the sign-in. Try again in a moment."
+
+
+class WeComMisconfigured(ProviderMisconfigured):
+    hint = (
+        "WeCom refused this application's sign-in settings. There is nothing you can do about"
+        " it: please tell the administrator."
+    )
+
+
+class WeComUnreachable(ProviderUnreachable):
+    title = "Cannot reach WeCom"
+    hint = "The sign-in gateway cannot reach WeCom right now. Try again in a moment."
+
+
+class WeComBusy(ProviderBusy):
+    title = "WeCom is busy"
+    hint = "WeCom is busy right now. Try again in a minute."
+
+
+class WeComTimedOut(ProviderTimedOut):
+    title = "WeCom did not answer"
+    hint = "WeCom took too long to answer. Try again in a moment."

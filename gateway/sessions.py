@@ -44,6 +44,7 @@ def _row(record: SessionRecord) -> dict[str, object]:
     return {
         "sid": record.sid,
         "openid": record.subject,
+        "user": record.subject,
         "unionid": record.unionid,
         "nickname": record.nickname,
         "app_id": record.app_id,
@@ -55,7 +56,16 @@ def _row(record: SessionRecord) -> dict[str, object]:
     }
 
 
+def user_key(user: str | None) -> str | None:
+    """A ``--user`` as the store indexes it: ``wecom:USERID`` lower-cased (WeCom compares
+    userids case-insensitively), an openid or unionid as it is."""
+    if user is not None and user[:6].lower() == "wecom:":
+        return "wecom:" + user[6:].strip().lower()
+    return user
+
+
 def list_sessions(settings: Settings, *, user: str | None, as_json: bool) -> int:
+    user = user_key(user)
     store = _store(settings)
     try:
         records = store.sessions(user)
@@ -99,6 +109,7 @@ def _cell(value: object) -> str:
 def revoke_sessions(
     settings: Settings, *, user: str | None, sid: str | None, everyone: bool
 ) -> int:
+    user = user_key(user)
     store = _store(settings)
     now = time.time()
     try:

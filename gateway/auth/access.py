@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Final
 
 from gateway.errors import BadRequest
 from gateway.http.paths import plain_path, policy_path
-from gateway.identity.groups import Groups
+from gateway.identity.groups import Groups, member_key, session_keys
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -140,11 +140,19 @@ def parse_allow_file(text: str) -> frozenset[str]:
 
 
 def _split_groups(entries: frozenset[str]) -> tuple[frozenset[str], frozenset[str]]:
-    """``group:NAME`` entries apart from the ids: (ids, group names)."""
+    """``group:NAME`` entries apart from the ids: (ids in their lookup form, group names)."""
     names = frozenset(entry[6:] for entry in entries if entry.startswith("group:"))
-    if not names:
-        return entries, names
-    return frozenset(entry for entry in entries if not entry.startswith("group:")), names
+    ids = frozenset(_lookup_form(entry) for entry in entries if not entry.startswith("group:"))
+    return ids, names
+
+
+def _lookup_form(entry: str) -> str:
+    """``wecom:USERID`` lower-cased and ``wecom-dept:ID`` as a plain number, the forms a
+    session's keys take (``session_keys``); anything else as it is."""
+    try:
+        return member_key(entry) if entry.startswith(("wecom:", "wecom-dept:")) else entry
+    except ValueError:
+        return entry  # matches nobody: no session has that key
 
 
 class AllowList:
@@ -174,8 +182,8 @@ class AllowList:
             return True
         if self.path is not None and time.monotonic() - self._checked >= _RECHECK:
             self._reload()
-        for identity in (session.openid, session.unionid):
-            if identity and (identity in self.ids or identity in self._file_ids):
+        for identity in session_keys(session):
+            if identity in self.ids or identity in self._file_ids:
                 return True
         if self.groups is not None and (self.group_names or self._file_groups):
             for name in self.groups.of(session):

@@ -68,7 +68,7 @@ class RevocableSessionStore:
             self.state.index_session(
                 SessionRecord(
                     sid=session.sid,
-                    subject=session.openid,
+                    subject=session.user_key,
                     unionid=session.unionid,
                     nickname=clean_text(session.nickname),  # half an emoji has no UTF-8
                     app_id=session.app_id,
@@ -86,7 +86,7 @@ class RevocableSessionStore:
         if found is not None:
             session = found[0]
             sids = [(session.sid, float(session.expires_at))] if session.sid else []
-            users = [u for u in (session.openid, session.unionid) if u] if everywhere else []
+            users = [u for u in (session.user_key, session.unionid) if u] if everywhere else []
             if sids or users:
                 now = self.clock()
                 self.state.revoke(sids=sids, users=users, now=now)

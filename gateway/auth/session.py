@@ -24,9 +24,10 @@ big-endian unix seconds), checked on every read with the codec's clock: the cook
 ``Max-Age`` is only a hint to the browser. A session's payload after it is a compact JSON
 list of the remaining fields, headed by the payload's version, the provider that signed
 the user in and the session's id: ``[2, "wechat", sid, openid, app_id, unionid, nickname,
-avatar, issued_at, refresh_token, validated_at]``. A version-1 payload (the fields from
-openid on, written by earlier releases) is still read, as a WeChat session without an id;
-any other shape is no session.
+avatar, issued_at, refresh_token, validated_at]``; a WeCom member's session is version 3,
+which adds its userid, departments and the departments above them. A version-1 payload
+(the fields from openid on, written by earlier releases) is still read, as a WeChat session
+without an id; any other shape is no session.
 
 Decoding runs on every request, so it is cheap: a length cap before anything else, one
 base64 decode, one key lookup, one AES-GCM open, one small JSON parse. Everything that is
@@ -112,6 +113,8 @@ _MAX_SEALED_CHARS = 3800
 _MAX_TOKEN_CHARS = 4096
 #: The session payload's version, its first element (version 1 had none).
 _PAYLOAD_VERSION = 2
+#: A WeCom member's payload: version 2's fields, then userid, departments, scope.
+_WECOM_PAYLOAD_VERSION = 3
 _V1_FIELDS = 8
 _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
@@ -150,6 +153,29 @@ class Session:
     provider: str = "wechat"
     #: This sign-in's id: what a store indexes and revokes ("" for a version-1 cookie).
     sid: str = ""
+    #: A WeCom member's userid, in the case WeCom gave it (None for everyone else).
+    userid: str | None = None
+    #: A WeCom member's departments, in WeCom's order.
+    departments: tuple[int, ...] = ()
+    #: Those departments and every department above them: what ``wecom-dept:ID`` matches.
+    dept_scope: tuple[int, ...] = ()
+
+    @property
+    def corp_id(self) -> str | None:
+        """The WeCom corp a ``wecom`` session belongs to (its ``app_id``)."""
+        return self.app_id if self.provider == "wecom" else None
+
+    @property
+    def subject(self) -> str:
+        """Who this is, as the assertion's ``sub`` names them: ``wecom:USERID`` for a WeCom
+        member, else the openid."""
+        return f"wecom:{self.userid}" if self.userid else self.openid
+
+    @property
+    def user_key(self) -> str:
+        """The user as stores index and revoke them: ``subject`` with the userid
+        lower-cased, since WeCom compares userids case-insensitively."""
+        return f"wecom:{self.userid.lower()}" if self.userid else self.openid
 
     def is_expired(self, now: float) -> bool:
         """Whether the session is over at unix time ``now``."""
@@ -255,6 +281,11 @@ class SessionCodec:
             or type(session.expires_at) is not int
         ):
             raise TypeError("session fields must have their annotated types")
+        if session.userid is not None or session.departments or session.dept_scope:
+            fields[0] = _WECOM_PAYLOAD_VERSION
+            fields += [session.userid, list(session.departments), list(session.dept_scope)]
+            if not _is_wecom_fields(fields[11:]):
+                raise TypeError("session fields must have their annotated types")
         payload = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
         return self._seal(
             payload.encode("utf-8", "surrogatepass"), SESSION_PURPOSE, session.expires_at
@@ -354,14 +385,20 @@ def _parse_session(expires_at: int, payload: bytes) -> Session | None:
     if end != len(text) or type(fields) is not list:
         return None
     provider, sid = "wechat", ""
+    wecom: list[Any] = [None, [], []]
     if fields and type(fields[0]) is int:
         if (
-            fields[0] != _PAYLOAD_VERSION
+            fields[0] not in (_PAYLOAD_VERSION, _WECOM_PAYLOAD_VERSION)
             or len(fields) < 3
             or type(fields[1]) is not str
             or type(fields[2]) is not str
         ):
             return None
+        if fields[0] == _WECOM_PAYLOAD_VERSION:
+            wecom = fields[-3:]
+            if len(fields) != 3 + _V1_FIELDS + 3 or not _is_wecom_fields(wecom):
+                return None
+            fields = fields[:-3]
         provider, sid, fields = fields[1], fields[2], fields[3:]
     if not _is_session_fields(fields):
         return None
@@ -378,6 +415,21 @@ def _parse_session(expires_at: int, payload: bytes) -> Session | None:
         validated_at,
         provider,
         sid,
+        wecom[0],
+        tuple(wecom[1]),
+        tuple(wecom[2]),
+    )
+
+
+def _is_wecom_fields(fields: list[Any]) -> bool:
+    """Whether ``fields`` is a version-3 payload's tail: userid, departments, scope."""
+    userid, departments, scope = fields
+    return (
+        (userid is None or type(userid) is str)
+        and type(departments) is list
+        and type(scope) is list
+        and all(type(d) is int for d in departments)
+        and all(type(d) is int for d in scope)
     )
 
 

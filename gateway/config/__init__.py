@@ -29,6 +29,7 @@ from gateway.config.settings import (
     StateSettings,
     UpstreamSettings,
     WeChatSettings,
+    WeComSettings,
 )
 from gateway.config.validate import validate
 
@@ -47,6 +48,7 @@ __all__ = [
     "StateSettings",
     "UpstreamSettings",
     "WeChatSettings",
+    "WeComSettings",
     "check_bind",
     "default_config_path",
     "load_settings",

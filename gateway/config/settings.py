@@ -60,6 +60,27 @@ class WeChatSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class WeComSettings:
+    corp_id: str
+    agent_id: int
+    secret: str = field(repr=False)
+    api_base: str = "https://qyapi.weixin.qq.com"
+    #: The web login (``wwlogin/sso/login``).
+    login_base: str = "https://login.work.weixin.qq.com"
+    #: ``sso`` (the web login) or ``qrconnect`` (the legacy QR page).
+    web_login: str = "sso"
+    qrconnect_base: str = "https://open.work.weixin.qq.com"
+    #: The in-app authorization inside the WeCom client.
+    open_base: str = "https://open.weixin.qq.com"
+    timeout: float = 5.0
+    #: Sign in people outside the company (they have a WeCom openid only).
+    allow_external: bool = False
+    #: How a code is redeemed: ``auth`` (auth/getuserinfo), ``legacy`` (user/getuserinfo)
+    #: or ``auto`` (auth, then legacy for good when WeCom does not answer it).
+    userinfo_api: str = "auto"
+
+
+@dataclass(frozen=True, slots=True)
 class SessionSettings:
     secret: str = field(repr=False)
     previous_secrets: tuple[str, ...] = field(default=(), repr=False)
@@ -148,7 +169,8 @@ class StateSettings:
 @dataclass(frozen=True, slots=True)
 class Settings:
     public_url: str
-    wechat: WeChatSettings
+    #: ``wechat`` and ``wecom``: either, or both; never neither.
+    wechat: WeChatSettings | None
     session: SessionSettings
     upstreams: tuple[UpstreamSettings, ...]
     server: ServerSettings = ServerSettings()
@@ -157,3 +179,9 @@ class Settings:
     redirect_domains: tuple[str, ...] = ()
     state: StateSettings = StateSettings()
     identity: IdentitySettings = IdentitySettings()
+    wecom: WeComSettings | None = None
+
+    @property
+    def provider_timeout(self) -> float:
+        """The longest sign-in exchange of the configured providers."""
+        return max(p.timeout for p in (self.wechat, self.wecom) if p is not None)

@@ -44,6 +44,7 @@ from gateway.config.settings import (
     StateSettings,
     UpstreamSettings,
     WeChatSettings,
+    WeComSettings,
 )
 from gateway.identity.groups import parse_groups, read_groups_file
 from gateway.identity.keys import load_key_file
@@ -205,9 +206,11 @@ _TOP_KEYS = (
     "redirect_domains",
     "state",
     "identity",
+    "wecom",
 )
 _SERVER_KEYS = tuple(ServerSettings.__dataclass_fields__)
 _WECHAT_KEYS = tuple(WeChatSettings.__dataclass_fields__)
+_WECOM_KEYS = tuple(WeComSettings.__dataclass_fields__)
 _OA_KEYS = tuple(OfficialAccountSettings.__dataclass_fields__)
 _SESSION_KEYS = tuple(SessionSettings.__dataclass_fields__)
 _UPSTREAM_KEYS = tuple(UpstreamSettings.__dataclass_fields__)
@@ -233,7 +236,15 @@ def validate(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
         )
 
     server = _validate_server(top.section("server", _SERVER_KEYS))
-    wechat = _validate_wechat(top.section("wechat", _WECHAT_KEYS))
+    wecom = (
+        _validate_wecom(top.section("wecom", _WECOM_KEYS)) if top.raw("wecom") is not None else None
+    )
+    # With wecom set, wechat is optional; without either, wechat's keys are the ones missing.
+    wechat = (
+        _validate_wechat(top.section("wechat", _WECHAT_KEYS))
+        if top.raw("wechat") is not None or wecom is None
+        else None
+    )
     session = _validate_session(
         top.section("session", _SESSION_KEYS), https=bool(origin and origin.startswith("https:"))
     )
@@ -251,10 +262,11 @@ def validate(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
 
     if problems:
         raise ConfigError(problems)
-    assert origin is not None and wechat is not None and session is not None
+    assert origin is not None and (wechat or wecom) is not None and session is not None
     return Settings(
         public_url=origin,
         wechat=wechat,
+        wecom=wecom,
         session=session,
         upstreams=upstreams,
         server=server,
@@ -503,6 +515,35 @@ def _validate_wechat(section: _Section) -> WeChatSettings | None:
         lang=lang,
         timeout=timeout,
         official_account=official_account,
+    )
+
+
+_CORP_ID = re.compile(r"[A-Za-z0-9]{1,64}")
+
+
+def _validate_wecom(section: _Section) -> WeComSettings:
+    defaults = WeComSettings("", 0, "")
+    corp_id = section.string("corp_id", required=True)
+    if corp_id and not _CORP_ID.fullmatch(corp_id):
+        section.problem("corp_id", "must be the corp id from 我的企业 (letters and digits, ww…)")
+    agent_id = section.integer("agent_id", 0, minimum=1)
+    if not section.has("agent_id"):
+        section.problem("agent_id", "required (the app's AgentId, e.g. 1000002)")
+    secret = section.string("secret", required=True)
+    return WeComSettings(
+        corp_id=corp_id,
+        agent_id=agent_id,
+        secret=secret,
+        api_base=_base_url(section, "api_base", defaults.api_base),
+        login_base=_base_url(section, "login_base", defaults.login_base),
+        web_login=section.choice("web_login", defaults.web_login, ("sso", "qrconnect")),
+        qrconnect_base=_base_url(section, "qrconnect_base", defaults.qrconnect_base),
+        open_base=_base_url(section, "open_base", defaults.open_base),
+        timeout=section.duration("timeout", defaults.timeout, positive=True, maximum="60s"),
+        allow_external=section.boolean("allow_external", defaults.allow_external),
+        userinfo_api=section.choice(
+            "userinfo_api", defaults.userinfo_api, ("auto", "auth", "legacy")
+        ),
     )
 
 

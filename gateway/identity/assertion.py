@@ -39,12 +39,16 @@ def assertion_claims(
     session: Session, *, issuer: str, audience: str, groups: tuple[str, ...], now: int
 ) -> dict[str, Any]:
     claims: dict[str, Any] = {"iss": issuer, "aud": audience}
-    userid = getattr(session, "userid", None)
-    if session.provider == "wecom" and userid:
-        claims["sub"] = f"wecom:{userid}"
-        claims["userid"] = userid
-        claims["corp_id"] = getattr(session, "corp_id", "")
-        claims["departments"] = list(getattr(session, "departments", ()))
+    if session.userid:
+        claims["sub"] = f"wecom:{session.userid}"
+        claims["userid"] = session.userid
+        claims["corp_id"] = session.corp_id
+        claims["departments"] = list(session.departments)
+    elif session.provider == "wecom":
+        # Someone outside the company (allow_external): WeCom's openid in the corp.
+        claims["sub"] = session.openid
+        claims["openid"] = session.openid
+        claims["corp_id"] = session.corp_id
     else:
         claims["sub"] = session.openid
         claims["openid"] = session.openid

@@ -112,6 +112,8 @@ def read_groups_file(path: str) -> dict[str, frozenset[str]]:
 
 def session_keys(session: Session) -> tuple[str, ...]:
     """The member keys a session's user is known by."""
+    if session.userid:
+        return (session.user_key, *(f"wecom-dept:{d}" for d in session.dept_scope))
     keys = [session.openid] if session.openid else []
     if session.unionid:
         keys.append(session.unionid)

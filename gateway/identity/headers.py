@@ -32,6 +32,10 @@ APPID = "X-WeChat-AppID"
 UNIONID = "X-WeChat-UnionID"
 NICKNAME = "X-WeChat-Nickname"
 AVATAR = "X-WeChat-Avatar"
+PROVIDER = "X-WeChat-Provider"
+USERID = "X-WeChat-UserID"
+CORPID = "X-WeChat-CorpID"
+DEPARTMENTS = "X-WeChat-Departments"
 
 # C0 and C1 controls and DEL; WeChat nicknames really do contain some of them.
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -66,14 +70,28 @@ def encode_avatar(url: str) -> str:
 def identity_headers(session: Session) -> tuple[tuple[str, str], ...]:
     """The identity headers for a request made with this session, in a fixed order.
 
-    Remembered per session: a browser makes many requests with the same one."""
-    headers = [(OPENID, _token(session.openid)), (APPID, _token(session.app_id))]
-    if session.unionid:
-        headers.append((UNIONID, _token(session.unionid)))
+    Remembered per session: a browser makes many requests with the same one. A WeCom
+    member has a userid, corp id and departments instead of an openid, unionid and app id;
+    someone outside the company signed in through WeCom, an openid and the corp id."""
+    headers: list[tuple[str, str]] = []
+    if session.userid:
+        headers.append((USERID, _token(session.userid)))
+        headers.append((CORPID, _token(session.app_id)))
+        if session.departments:
+            headers.append((DEPARTMENTS, ",".join(map(str, session.departments))))
+    elif session.provider == "wecom":
+        headers.append((CORPID, _token(session.app_id)))
+        headers.append((OPENID, _token(session.openid)))
+    else:
+        headers.append((OPENID, _token(session.openid)))
+        headers.append((APPID, _token(session.app_id)))
+        if session.unionid:
+            headers.append((UNIONID, _token(session.unionid)))
     # Always sent, empty when unknown (no profile: snsapi_base, fetch_profile off; or a user
     # without an avatar), so an app that reads them never misses a header.
     headers.append((NICKNAME, encode_nickname(session.nickname)))
     headers.append((AVATAR, encode_avatar(session.avatar)))
+    headers.append((PROVIDER, _token(session.provider)))
     return tuple(headers)
 
 

@@ -109,13 +109,13 @@ class HeaderTemplates:
 
     def render(self, session: Session, groups: tuple[str, ...]) -> list[tuple[str, str]]:
         values = {
-            "openid": session.openid if session.provider == "wechat" else "",
+            "openid": session.openid,
             "unionid": session.unionid or "",
             "app_id": session.app_id if session.provider == "wechat" else "",
             "nickname": session.nickname,
             "avatar": session.avatar,
-            "userid": getattr(session, "userid", "") or "",
-            "corp_id": getattr(session, "corp_id", "") or "",
+            "userid": session.userid or "",
+            "corp_id": session.corp_id or "",
         }
         encoded_groups = ",".join(encode_nickname(name) for name in groups)
         rendered = []

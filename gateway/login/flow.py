@@ -59,8 +59,16 @@ from gateway.errors import (
 )
 from gateway.login.ledger import CallbackLedger, Outcome
 from gateway.login.state import LoginStateCookie, PendingLogin, new_state, valid_state
+from gateway.providers.wecom.provider import WeComProvider
 from gateway.state.base import StoreUnavailable
-from gateway.web.pages import Branding, login_page_response, signed_out_response
+from gateway.web.i18n import negotiate_lang
+from gateway.web.pages import (
+    Branding,
+    LoginChoice,
+    choice_page_response,
+    login_page_response,
+    signed_out_response,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -115,6 +123,10 @@ class LoginFlow:
         self.callback_url = public_url + CALLBACK_PATH
         self.providers = {provider.key: provider for provider in providers}
         self._preference = tuple(providers)
+        #: In-app flows, taken without a choice inside their client's browser.
+        self._in_app = tuple(p for p in providers if p.in_app)
+        #: The flows every browser can take: one is taken, several are offered on a page.
+        self._web = tuple(p for p in providers if not p.in_app)
         self.sessions = sessions
         self.login_state = login_state
         self.redirects = redirects
@@ -142,9 +154,6 @@ class LoginFlow:
 
     def _absolute(self, target: str) -> str:
         return self.public_url + target if target.startswith("/") else target
-
-    def _provider_for(self, ctx: RequestContext) -> IdentityProvider:
-        return next(p for p in self._preference if p.serves(ctx.environ))
 
     def return_to(self, target: str, host: str | None) -> str:
         """Where to come back after login: the path, or an absolute URL on another
@@ -191,29 +200,85 @@ class LoginFlow:
             uri = ctx.original_uri()
             rd = self.return_to(uri, ctx.forwarded_host()) if uri else None
         target = self.redirects.safe_target(rd) if rd else "/"
-        provider = self._provider_for(ctx)
+        in_app = next((p for p in self._in_app if p.serves(environ)), None)
+        if in_app is None and len(self._web) > 1:
+            return self._choice(ctx, start_response, target, self._web)
+        provider = in_app or self._web[0]
+        state, state_cookie = self._pending(environ, target, provider)
+        location = provider.authorize_url(self.callback_url, state)
+        if in_app is None and self.page_mode:
+            embedded = provider.embedded_login(self.callback_url, state)
+            if embedded is not None:
+                return login_page_response(
+                    environ,
+                    start_response,
+                    appid=embedded.app_id,
+                    redirect_uri=embedded.redirect_uri,
+                    state=embedded.state,
+                    script_url=embedded.script_url,
+                    fallback_url=location,
+                    extra_headers=(state_cookie,),
+                    branding=self.branding,
+                )
+            if isinstance(provider, WeComProvider):
+                return self._choice(ctx, start_response, target, (provider,))
+        return _redirect(start_response, location, state_cookie)
+
+    def _pending(
+        self, environ: WSGIEnvironment, target: str, provider: IdentityProvider
+    ) -> tuple[str, tuple[str, str]]:
+        """A new login with ``provider`` remembered in the browser's login cookie: its state
+        and the cookie to set."""
         state = new_state()
         # Rounded up: whole seconds are stored, and a login must live at least state_ttl.
         expires_at = math.ceil(self.clock() + self.state_ttl)
         new = PendingLogin(state, target, expires_at, False, provider.key)
-        state_cookie = self.login_state.write(
-            self.login_state.started(self.login_state.read(environ), new)
-        )
-        location = provider.authorize_url(self.callback_url, state)
-        embedded = provider.embedded_login(self.callback_url, state) if self.page_mode else None
-        if embedded is not None:
-            return login_page_response(
-                environ,
-                start_response,
-                appid=embedded.app_id,
-                redirect_uri=embedded.redirect_uri,
-                state=embedded.state,
-                script_url=embedded.script_url,
-                fallback_url=location,
-                extra_headers=(state_cookie,),
-                branding=self.branding,
+        pending = self.login_state.started(self.login_state.read(environ), new)
+        return state, self.login_state.write(pending)
+
+    def _choice(
+        self,
+        ctx: RequestContext,
+        start_response: StartResponse,
+        target: str,
+        providers: Sequence[IdentityProvider],
+    ) -> Iterable[bytes]:
+        """The gateway's own page offering each web login in ``providers``, each with its
+        own state (the callback knows from it which provider to ask)."""
+        environ = ctx.environ
+        lang = negotiate_lang(environ, self.branding.default_lang)
+        pending = self.login_state.read(environ)
+        expires_at = math.ceil(self.clock() + self.state_ttl)
+        choices = []
+        for provider in providers:
+            state = new_state()
+            pending = self.login_state.started(
+                pending, PendingLogin(state, target, expires_at, False, provider.key)
             )
-        return _redirect(start_response, location, state_cookie)
+            link = provider.authorize_url(self.callback_url, state)
+            if isinstance(provider, WeComProvider):
+                frame = provider.panel_url(self.callback_url, state, lang=lang)
+                choices.append(LoginChoice("wecom", link, frame_url=frame))
+                continue
+            embedded = provider.embedded_login(self.callback_url, state)
+            choices.append(
+                LoginChoice(
+                    provider.name,
+                    link,
+                    script_url=embedded.script_url if embedded else "",
+                    appid=provider.app_id,
+                    redirect_uri=self.callback_url,
+                    state=state,
+                )
+            )
+        return choice_page_response(
+            environ,
+            start_response,
+            choices=choices,
+            callback_url=self.callback_url,
+            extra_headers=(self.login_state.write(pending),),
+            branding=self.branding,
+        )
 
     def callback(self, ctx: RequestContext, start_response: StartResponse) -> Iterable[bytes]:
         """``GET /_gateway/callback?code=&state=``: check the state, then ask the provider
@@ -309,13 +374,16 @@ class LoginFlow:
             validated_at=now if self.keep_refresh_token else None,
             provider=identity.provider,
             sid=secrets.token_urlsafe(12),
+            userid=identity.userid,
+            departments=identity.departments,
+            dept_scope=identity.dept_scope,
         )
         if not self.may_enter(session, target):
             refused = NotAllowed(
-                f"openid: {session.openid}",
+                _shown(session),
                 actions=(("Sign in with another account", self.login_url(target)),),
             )
-            refused.subject = session.openid
+            refused.subject = session.subject
             raise refused
         return session
 
@@ -324,7 +392,7 @@ class LoginFlow:
         decision sets, with ways out: sign out, or sign in as someone else."""
         assert decision.session is not None
         return NotAllowed(
-            f"openid: {decision.session.openid}",
+            _shown(decision.session),
             actions=(
                 ("Sign out", self.public_url + LOGOUT_PATH),
                 ("Sign in with another account", self.login_url()),
@@ -365,6 +433,13 @@ class LoginFlow:
 
 
 _YES = frozenset({"1", "true", "yes", "on"})
+
+
+def _shown(session: Session) -> str:
+    """Who was refused, as the 403 page names them (so they can ask to be let in)."""
+    if session.userid:
+        return f"userid: {session.userid}"
+    return f"openid: {session.openid}"
 
 
 def _query(environ: WSGIEnvironment) -> dict[str, str]:

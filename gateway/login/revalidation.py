@@ -75,7 +75,7 @@ class Revalidator:
         """The session with a fresh ``validated_at``, or the same one if the provider could
         not be asked; raises AuthorizationEnded when the provider says it is gone."""
         key = hashlib.sha256(
-            f"{session.provider}\0{session.app_id}\0{session.openid}\0"
+            f"{session.provider}\0{session.app_id}\0{session.user_key}\0"
             f"{session.refresh_token}".encode()
         ).hexdigest()
         while True:
@@ -106,9 +106,9 @@ class Revalidator:
             # No provider of this gateway signed it in: it cannot be checked.
             return self._remember(key, None)
         try:
-            refresh_token = provider.revalidate(session)
+            confirmed = provider.revalidate(session)
         except AuthorizationEnded as exc:
-            log.info("authorization ended for openid=%s (%s)", session.openid, exc)
+            log.info("authorization ended for %s (%s)", _who(session), exc)
             return self._remember(key, None)
         except CannotRevalidate as exc:
             pause = min(self.interval, _PAUSE)
@@ -116,22 +116,25 @@ class Revalidator:
                 self._paused_until = self.clock() + pause
             # The client has logged the cause as a warning; this says what it meant.
             log.info(
-                "revalidation of openid=%s skipped, session kept until max_age; the provider"
+                "revalidation of %s skipped, session kept until max_age; the provider"
                 " is left alone for %gs: %s",
-                session.openid,
+                _who(session),
                 pause,
                 exc,
             )
             return session
-        fresh = dataclasses.replace(
-            session, validated_at=int(self.clock()), refresh_token=refresh_token
-        )
+        fresh = dataclasses.replace(confirmed, validated_at=int(self.clock()))
         return self._remember(key, fresh)
 
     def _remember(self, key: str, answer: Session | None) -> Session | None:
         with self._lock:
             self._recent[key] = answer
         return answer
+
+
+def _who(session: Session) -> str:
+    """The user as log lines name them: ``openid=...`` or ``userid=...``."""
+    return f"userid={session.userid}" if session.userid else f"openid={session.openid}"
 
 
 def _answer(answer: Session | None) -> Session:

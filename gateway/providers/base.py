@@ -7,7 +7,7 @@ An ``IdentityProvider`` answers three questions, the way oauth2-proxy's provider
 - where to send a browser to sign in (``authorize_url``), and whether this provider is the
   one for this browser (``serves``: an in-app browser has its own silent flow);
 - how a callback's code becomes an ``Identity`` (``sign_in``);
-- whether a session's authorization still stands (``revalidate``).
+- whether a session's authorization still stands, and what it holds now (``revalidate``).
 
 Failures are raised as the gateway's own errors (``gateway.errors.LoginError``
 subclasses), so the flow and the pages never see a provider's wire errors. Each provider
@@ -30,7 +30,8 @@ class Identity:
     """Who signed in, as the provider vouches for them."""
 
     provider: str
-    #: The provider's stable id for the user within ``app_id`` (WeChat's openid).
+    #: The provider's stable id for the user within ``app_id`` (WeChat's openid, the openid
+    #: of a WeCom non-member; empty for a WeCom member, who has ``userid``).
     subject: str
     app_id: str
     unionid: str | None
@@ -38,6 +39,11 @@ class Identity:
     avatar: str
     #: Kept for revalidation when it is enabled. Secret: never in repr or logs.
     refresh_token: str | None = field(default=None, repr=False)
+    #: A WeCom member's userid (``subject`` is then empty: members have no openid).
+    userid: str | None = None
+    #: A WeCom member's departments in WeCom's order, and those with every one above them.
+    departments: tuple[int, ...] = ()
+    dept_scope: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +68,17 @@ class CannotRevalidate(Exception):
 class IdentityProvider(Protocol):
     """One way of signing in: a service, and the flow a browser takes through it."""
 
-    #: The provider recorded in sessions (``wechat``).
+    #: The provider recorded in sessions (``wechat``, ``wecom``).
     name: str
-    #: This flow's key in a pending login (``qr``, ``oa``), so the callback asks the same.
+    #: This flow's key in a pending login (``qr``, ``oa``, ``wecom``, ``wecom_app``), so
+    #: the callback asks the same.
     key: str
     #: The app the provider's identities belong to (ids differ per app).
     app_id: str
+
+    #: Whether this flow belongs to one client's own browser (WeChat's, WeCom's), which
+    #: then takes it without a choice; a web flow serves every browser.
+    in_app: bool
 
     def serves(self, environ: WSGIEnvironment) -> bool:
         """Whether this browser should take this provider's flow (an in-app browser)."""
@@ -82,9 +93,10 @@ class IdentityProvider(Protocol):
         """The identity behind a callback's code; a ``LoginError`` (with ``retry`` as its
         actions) when the provider refuses or fails."""
 
-    def revalidate(self, session: Session) -> str | None:
-        """Confirm that ``session`` still stands; the refresh token to keep. Raises
-        ``AuthorizationEnded`` or ``CannotRevalidate``."""
+    def revalidate(self, session: Session) -> Session:
+        """Confirm that ``session`` still stands: the session as the provider now sees it
+        (a new refresh token, a member's departments today). Raises ``AuthorizationEnded``
+        or ``CannotRevalidate``."""
 
     def close(self) -> None:
         """Release connections."""

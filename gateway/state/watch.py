@@ -60,7 +60,7 @@ class RevocationWatcher:
 
     def revokes(self, session: Session) -> bool:
         return self.revoked.revokes(
-            session.sid, (session.openid, session.unionid), session.issued_at
+            session.sid, (session.user_key, session.unionid), session.issued_at
         )
 
     @property

@@ -149,10 +149,32 @@ ERRORS_ZH: Final[Mapping[str, ErrorText]] = {
         "登录配置有误", "微信拒绝了此应用的登录配置。您无法自行解决，请告知管理员。"
     ),
     "ProviderUnreachable": ErrorText("无法连接微信", "登录网关暂时无法连接微信，请稍后重试。"),
+    "WeComCancelled": ErrorText("已取消登录", "您没有在企业微信中确认登录。准备好后请重试。"),
+    "NotAMember": ErrorText(
+        "您不是本企业成员", "您使用企业微信登录的身份不属于本企业，只有本企业成员可以使用此应用。"
+    ),
+    "MemberInactive": ErrorText(
+        "您的企业微信账号未启用", "您在企业微信中的账号已被禁用、尚未激活或已离职，请联系管理员。"
+    ),
+    "OutsideVisibility": ErrorText(
+        "此应用对您不可见", "您的企业微信账号不在此应用的可见范围内，请联系管理员将您加入。"
+    ),
+    "WeComFailed": ErrorText("企业微信登录失败", "企业微信未能完成登录，请稍后重试。"),
+    "WeComMisconfigured": ErrorText(
+        "登录配置有误", "企业微信拒绝了此应用的登录配置。您无法自行解决，请告知管理员。"
+    ),
+    "WeComUnreachable": ErrorText("无法连接企业微信", "登录网关暂时无法连接企业微信，请稍后重试。"),
+    "WeComBusy": ErrorText(
+        "企业微信繁忙",
+        "企业微信当前繁忙，请一分钟后重试。",
+        hint_retry="企业微信当前繁忙，请约 {seconds} 秒后重试。",
+    ),
+    "WeComTimedOut": ErrorText("企业微信没有响应", "企业微信响应超时，请稍后重试。"),
 }
 
 #: English for an error that says when to retry (the class's own hint is for "later").
 _HINT_RETRY_EN: Final[Mapping[str, str]] = {
+    "WeComBusy": "WeCom is busy right now. Try again in about {seconds} seconds.",
     "ProviderBusy": "WeChat is busy right now. Try again in about {seconds} seconds.",
     "TooManyRequests": "Too many sign-in attempts from your address. Try again in {seconds} "
     "seconds.",
@@ -178,6 +200,13 @@ UI: Final[Mapping[Lang, Mapping[str, str]]] = {
         "qr_failed": "WeChat's QR code could not be loaded here. Use WeChat's own QR page instead.",
         "fallback": "QR code not showing? {link}",
         "fallback_link": "Open WeChat's QR page",
+        "choose_intro": "Sign in with WeChat, or with WeCom if you are on the company's staff.",
+        "wechat": "WeChat",
+        "wechat_intro": "Scan the QR code with WeChat on your phone.",
+        "wecom": "WeCom",
+        "wecom_intro": "Staff: scan the QR code with WeCom, or sign in from the WeCom app.",
+        "wecom_qr_label": "WeCom QR code for signing in",
+        "wecom_link": "Open WeCom's sign-in page",
         "noscript": "JavaScript is turned off, so the QR code cannot be shown on this page.",
         "signed_out_heading": "You are signed out",
         "signed_out_message": "Your session with this application has ended.",
@@ -195,6 +224,13 @@ UI: Final[Mapping[Lang, Mapping[str, str]]] = {
         "qr_failed": "无法在此处加载微信二维码，请改用微信的二维码页面。",
         "fallback": "二维码没有显示？{link}",
         "fallback_link": "打开微信二维码页面",
+        "choose_intro": "请使用微信登录；本企业员工也可以使用企业微信登录。",
+        "wechat": "微信",
+        "wechat_intro": "请用手机微信扫描二维码。",
+        "wecom": "企业微信",
+        "wecom_intro": "员工请用企业微信扫描二维码，或在企业微信中打开。",
+        "wecom_qr_label": "企业微信登录二维码",
+        "wecom_link": "打开企业微信登录页面",
         "noscript": "浏览器已禁用 JavaScript，本页无法显示二维码。",
         "signed_out_heading": "您已退出登录",
         "signed_out_message": "您在此应用的会话已结束。",

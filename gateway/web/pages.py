@@ -45,7 +45,7 @@ from gateway.identity.headers import utf8
 from gateway.web.i18n import HTML_LANG, UI, Lang, action_label, error_text, negotiate_lang
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Sequence
 
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_BRANDING",
     "Branding",
+    "LoginChoice",
+    "choice_page_response",
     "error_response",
     "is_api_call",
     "json_body",
@@ -481,35 +483,16 @@ def login_page_response(
     lang = negotiate_lang(environ, branding.default_lang)
     text = UI[lang]
     nonce = secrets.token_urlsafe(18)
-    options = {
-        "self_redirect": False,
-        "id": _QR_BOX_ID,
-        "appid": appid,
-        "scope": "snsapi_login",
-        "redirect_uri": quote(redirect_uri, safe=""),
-        "state": state,
-        "style": "black",
-        "href": "",
-        "lang": "cn" if lang == "zh" else "en",
-    }
-    words = {"failed": text["qr_failed"], "frame": text["qr_frame_title"]}
-    init = (
-        f"(function () {{\n"
-        f"  var box = document.getElementById({_script_json(_QR_BOX_ID)});\n"
-        f"  var options = {_script_json(options)};\n"
-        f"  var words = {_script_json(words)};\n"
-        "  box.hidden = false;\n"
-        '  if (typeof window.WxLogin !== "function") {\n'
-        '    var note = document.createElement("p");\n'
-        '    note.className = "notice";\n'
-        "    note.textContent = words.failed;\n"
-        "    box.appendChild(note);\n"
-        "    return;\n"
-        "  }\n"
-        "  new window.WxLogin(options);\n"
-        '  var frame = box.querySelector("iframe");\n'
-        "  if (frame) { frame.title = words.frame; }\n"
-        "})();"
+    init = _wxlogin_script(
+        LoginChoice(
+            "wechat",
+            fallback_url,
+            script_url=script_url,
+            appid=appid,
+            redirect_uri=redirect_uri,
+            state=state,
+        ),
+        lang,
     )
     content = _templates().login.substitute(
         heading=escape(branding.title or text["sign_in"]),
@@ -539,6 +522,163 @@ def login_page_response(
     page = _page(lang=lang, title=title, body=body, scripts=scripts)
     csp = _csp(branding, nonce=nonce, script=script_origin, frame=frame_origin)
     return _send_page(environ, start_response, "200 OK", page, csp, extra_headers)
+
+
+@dataclass(frozen=True, slots=True)
+class LoginChoice:
+    """One way in on the sign-in page that offers several: a provider's own sign-in page
+    for this login (``link``), and its QR code shown here: WeChat's through ``wxLogin.js``
+    (``script_url``, ``appid``, ``redirect_uri``, ``state``), WeCom's as its QR page framed
+    (``frame_url``)."""
+
+    provider: str
+    link: str
+    frame_url: str = ""
+    script_url: str = ""
+    appid: str = ""
+    redirect_uri: str = ""
+    state: str = ""
+
+
+def choice_page_response(
+    environ: WSGIEnvironment,
+    start_response: StartResponse,
+    *,
+    choices: Sequence[LoginChoice],
+    callback_url: str,
+    extra_headers: Iterable[tuple[str, str]] = (),
+    branding: Branding = DEFAULT_BRANDING,
+) -> list[bytes]:
+    """200: the sign-in page offering each provider in ``choices`` (WeChat for everyone,
+    WeCom for staff), each with its QR code and a plain link to its own sign-in page.
+
+    WeCom's QR page is framed the way WeCom's ``wwLogin.js`` frames it: the frame sends the
+    top window to the callback itself, or posts the callback URL, which is followed only
+    from the frame's origin and only when it is ``callback_url``.
+    """
+    lang = negotiate_lang(environ, branding.default_lang)
+    text = UI[lang]
+    nonce = secrets.token_urlsafe(18)
+    sections, scripts, script_sources, frame_sources = [], [], [], []
+    for choice in choices:
+        if choice.provider == "wecom":
+            frame_origin = _origin(choice.frame_url or choice.link)
+            if frame_origin is None:
+                raise ValueError("frame_url and link must be http(s) URLs")
+            frame_sources.append(frame_origin)
+            sections.append(
+                f'<section class="choice" aria-labelledby="wecom_heading">\n'
+                f'<h2 id="wecom_heading">{escape(text["wecom"])}</h2>\n'
+                f'<p class="notice">{escape(text["wecom_intro"])}</p>\n'
+                f'<div class="qr" role="region" aria-label="{escape(text["wecom_qr_label"])}">'
+                f'<iframe id="wecom_frame" src="{escape(choice.frame_url)}" width="300" '
+                f'height="400" title="{escape(text["wecom_qr_label"])}"></iframe></div>\n'
+                f'<p class="fallback"><a id="wecom_link" class="button" '
+                f'href="{escape(choice.link)}">{escape(text["wecom_link"])}</a></p>\n'
+                "</section>"
+            )
+            scripts.append(_wecom_frame_script(frame_origin, callback_url))
+        else:
+            script_origin, frame_origin = _origin(choice.script_url), _origin(choice.link)
+            if script_origin is None or frame_origin is None:
+                raise ValueError("script_url and link must be http(s) URLs")
+            script_sources.append(script_origin)
+            frame_sources.append(frame_origin)
+            sections.append(
+                f'<section class="choice" aria-labelledby="wechat_heading">\n'
+                f'<h2 id="wechat_heading">{escape(text["wechat"])}</h2>\n'
+                f'<p class="notice">{escape(text["wechat_intro"])}</p>\n'
+                f'<div id="{_QR_BOX_ID}" class="qr" role="region" '
+                f'aria-label="{escape(text["qr_label"])}" hidden></div>\n'
+                f'<p class="fallback"><a id="wx_fallback" class="button" '
+                f'href="{escape(choice.link)}">{escape(text["fallback_link"])}</a></p>\n'
+                "</section>"
+            )
+            scripts.insert(
+                0, f'<script src="{escape(choice.script_url)}" nonce="{nonce}"></script>'
+            )
+            scripts.append(_wxlogin_script(choice, lang))
+    content = (
+        f"<h1>{escape(branding.title or text['sign_in'])}</h1>\n"
+        f'<p class="lead">{escape(text["choose_intro"])}</p>\n'
+        f'<noscript><p class="notice">{escape(text["noscript"])}</p></noscript>\n'
+        + "\n".join(sections)
+    )
+    body = _body(
+        lang=lang,
+        branding=branding,
+        main_class="login",
+        content=content,
+        banner_title=False,
+        switch_href=_switch_href(environ, lang),
+    )
+    title = f"{text['sign_in']} · {branding.title}" if branding.title else text["sign_in"]
+    rendered = "\n".join(
+        part if part.startswith("<script src") else f'<script nonce="{nonce}">\n{part}\n</script>'
+        for part in scripts
+    )
+    page = _page(lang=lang, title=title, body=body, scripts=rendered)
+    csp = _csp(
+        branding,
+        nonce=nonce,
+        script=" ".join(dict.fromkeys(script_sources)),
+        frame=" ".join(dict.fromkeys(frame_sources)),
+    )
+    return _send_page(environ, start_response, "200 OK", page, csp, extra_headers)
+
+
+def _wxlogin_script(choice: LoginChoice, lang: Lang) -> str:
+    """Start ``wxLogin.js`` in the WeChat box; a note in the box when it did not load."""
+    text = UI[lang]
+    options = {
+        "self_redirect": False,
+        "id": _QR_BOX_ID,
+        "appid": choice.appid,
+        "scope": "snsapi_login",
+        "redirect_uri": quote(choice.redirect_uri, safe=""),
+        "state": choice.state,
+        "style": "black",
+        "href": "",
+        "lang": "cn" if lang == "zh" else "en",
+    }
+    words = {"failed": text["qr_failed"], "frame": text["qr_frame_title"]}
+    return (
+        f"(function () {{\n"
+        f"  var box = document.getElementById({_script_json(_QR_BOX_ID)});\n"
+        f"  var options = {_script_json(options)};\n"
+        f"  var words = {_script_json(words)};\n"
+        "  box.hidden = false;\n"
+        '  if (typeof window.WxLogin !== "function") {\n'
+        '    var note = document.createElement("p");\n'
+        '    note.className = "notice";\n'
+        "    note.textContent = words.failed;\n"
+        "    box.appendChild(note);\n"
+        "    return;\n"
+        "  }\n"
+        "  new window.WxLogin(options);\n"
+        '  var frame = box.querySelector("iframe");\n'
+        "  if (frame) { frame.title = words.frame; }\n"
+        "})();"
+    )
+
+
+def _wecom_frame_script(frame_origin: str, callback_url: str) -> str:
+    """``wwLogin.js``'s handshake: ask the frame to post the callback URL, and follow it
+    only when it comes from the frame's origin and is this gateway's callback."""
+    return (
+        "(function () {\n"
+        '  var frame = document.getElementById("wecom_frame");\n'
+        f"  var origin = {_script_json(frame_origin)};\n"
+        f"  var callback = {_script_json(callback_url + '?')};\n"
+        '  window.addEventListener("message", function (event) {\n'
+        '    if (event.origin !== origin || typeof event.data !== "string") { return; }\n'
+        "    if (event.data.indexOf(callback) === 0) { window.location.href = event.data; }\n"
+        "  });\n"
+        '  frame.addEventListener("load", function () {\n'
+        '    frame.contentWindow.postMessage("ask_usePostMessage", origin);\n'
+        "  });\n"
+        "})();"
+    )
 
 
 def _script_json(value: object) -> str:

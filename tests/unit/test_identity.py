@@ -22,6 +22,7 @@ from gateway.identity.headers import (
     AVATAR,
     NICKNAME,
     OPENID,
+    PROVIDER,
     UNIONID,
     encode_avatar,
     encode_nickname,
@@ -158,6 +159,7 @@ def test_identity_headers() -> None:
         (UNIONID, "o6_bmasdasdsad6_2sgVt7hMZOPfL"),
         (NICKNAME, "%E5%BC%A0%E4%B8%89%F0%9F%9A%80"),
         (AVATAR, "https://thirdwx.qlogo.cn/mmopen/vi_32/Q0j4TwGTfTK/132"),
+        (PROVIDER, "wechat"),
     )
 
 
@@ -174,13 +176,13 @@ def test_header_names_are_the_contracts() -> None:
 
 def test_no_unionid_header_without_a_unionid() -> None:
     names = [name for name, _ in identity_headers(_session(unionid=None))]
-    assert names == [OPENID, APPID, NICKNAME, AVATAR]
+    assert names == [OPENID, APPID, NICKNAME, AVATAR, PROVIDER]
 
 
 def test_nickname_and_avatar_headers_are_empty_without_a_profile() -> None:
     """snsapi_base and fetch_profile: false give no profile: the headers are there, empty."""
     headers = identity_headers(_session(nickname="", avatar=""))
-    assert [name for name, _ in headers] == [OPENID, APPID, UNIONID, NICKNAME, AVATAR]
+    assert [name for name, _ in headers] == [OPENID, APPID, UNIONID, NICKNAME, AVATAR, PROVIDER]
     assert dict(headers)[NICKNAME] == ""
     assert dict(headers)[AVATAR] == ""
 

@@ -423,8 +423,8 @@ def instance(cls: type[GatewayError]) -> GatewayError:
         return MethodNotAllowed(("GET", "HEAD"))
     if cls is PayloadTooLarge:
         return PayloadTooLarge(1024)
-    if cls is ProviderBusy:
-        return ProviderBusy(retry_after=60)
+    if issubclass(cls, ProviderBusy):
+        return cls(retry_after=60)
     return cls(actions=(("Try again", "/_gateway/login"),))
 
 
@@ -480,7 +480,9 @@ def test_every_error_page_in_english(cls: type[GatewayError]) -> None:
     page = response.text
     assert '<html lang="en">' in page
     assert heading(page) == cls.title
-    assert escape(cls.hint if cls is not ProviderBusy else "Try again in about 60") in page
+    assert (
+        escape(cls.hint if not issubclass(cls, ProviderBusy) else "Try again in about 60") in page
+    )
     assert re.search(r"[\u4e00-\u9fff]", visible_text(page)) is None
     assert '<a href="?lang=zh" lang="zh-CN" hreflang="zh-CN">中文</a>' in page
 

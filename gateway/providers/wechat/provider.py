@@ -10,6 +10,7 @@ already logged their cause.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -74,6 +75,7 @@ class WeChatProvider:
         self.app_id = client.app_id
         self.timeout = timeout
         self.scope = scope
+        self.in_app = scope is not None
         self.wxlogin_js = wxlogin_js
         # snsapi_base tokens cannot read the profile (WeChat answers 48001).
         self.reads_profile = fetch_profile and (scope is None or scope == "snsapi_userinfo")
@@ -123,7 +125,7 @@ class WeChatProvider:
             refresh_token=token.refresh_token,
         )
 
-    def revalidate(self, session: Session) -> str | None:
+    def revalidate(self, session: Session) -> Session:
         """Refresh the access token and have ``/sns/auth`` confirm it for the openid."""
         if not session.refresh_token:
             # Sessions from before revalidation was enabled cannot be checked.
@@ -138,7 +140,9 @@ class WeChatProvider:
         except WeChatError as exc:
             raise CannotRevalidate(str(exc)) from None
         # WeChat does not renew refresh tokens today; keep whichever it hands back.
-        return token.refresh_token or session.refresh_token
+        return dataclasses.replace(
+            session, refresh_token=token.refresh_token or session.refresh_token
+        )
 
     def close(self) -> None:
         self.client.close()
