@@ -174,16 +174,13 @@ class Forwarder:
         fresh: bool,
         deadline: float | None,
     ) -> Response:
-        sent_body = False
         try:
             send_all(sock, payload)
             if body is not None:
-                for piece in body.chunks():
-                    sent_body = True
-                    send_all(sock, piece)
+                body.send_to(sock)
         except (BrokenPipeError, ConnectionResetError) as exc:
             # The upstream may have answered early (e.g. 413) and closed: read that answer.
-            if not sent_body and not fresh:
+            if not (body is not None and body.started) and not fresh:
                 raise _StaleConnection from None
             send_error: OSError | None = exc
         except TimeoutError:
@@ -208,6 +205,7 @@ class Forwarder:
             ) from None
         except (ClosedBeforeResponse, ConnectionResetError) as exc:
             # Closed after taking the request: a retry is safe only if sending it twice is.
+            sent_body = body is not None and body.started
             if not fresh and send_error is None and not sent_body and method in _IDEMPOTENT:
                 raise _StaleConnection from None
             sock.close()

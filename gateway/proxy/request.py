@@ -13,11 +13,13 @@ whole, and every failure to read it is the client's, never the upstream's.
 from __future__ import annotations
 
 import contextlib
+import io
 import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from gunicorn.http.body import Body, LengthReader
 from gunicorn.http.errors import ParseException
 
 from gateway.errors import (
@@ -92,6 +94,8 @@ _client_forwarding = frozenset(
 #: Pieces a streamed request body is read in; a body up to ``SMALL_BODY`` goes with the head.
 _CHUNK = 64 * 1024
 SMALL_BODY = 64 * 1024
+#: The buffer a body of known length is moved through, client socket to upstream socket.
+_PASS_BUFFER = 256 * 1024
 
 
 _plans: dict[str, tuple[str, str] | None] = {}
@@ -255,6 +259,8 @@ class RequestBody:
         self._client: socket.socket | None = environ.get("gunicorn.socket")
         self._prior_timeout: float | None = None
         self._timed = False
+        #: Set once a byte of the body has been sent on.
+        self.started = False
         length = environ.get("CONTENT_LENGTH")
         self.chunked = False
         self.length: int | None = None
@@ -291,10 +297,7 @@ class RequestBody:
         return None
 
     def _read(self, size: int) -> bytes:
-        if not self._timed and self._client is not None:
-            self._timed = True
-            self._prior_timeout = self._client.gettimeout()
-            self._client.settimeout(self.timeout)
+        self._arm_timeout()
         try:
             data: bytes = self.stream.read(size)
         except TimeoutError:
@@ -324,6 +327,80 @@ class RequestBody:
                 raise ClientAborted("aborted by the client: the body ended before its length")
             data += more
         return data
+
+    def send_to(self, sock: socket.socket) -> None:
+        """Send the whole body to ``sock``, re-framed when chunked. ``started`` is set
+        before the first byte goes. Reading fails as the client's error; sending raises
+        the socket's own ``OSError``.
+
+        A body of known length under gunicorn goes socket to socket: ``recv_into`` one
+        reused buffer, ``sendall`` a view of it. gunicorn's reader would receive into a
+        buffer, copy the rest back on every read and hand out a new bytes object each
+        time (measured: a 256 MiB upload at a third of the speed)."""
+        direct = self._direct_reader()
+        if direct is None:
+            for piece in self.chunks():
+                self.started = True
+                sock.sendall(piece)
+            return
+        body, reader = direct
+        client = self._client
+        assert client is not None and self.length is not None
+        # Until the last byte is read, the connection cannot carry another request.
+        body.failed = True
+        left = reader.length
+        unreader = reader.unreader
+        pending = unreader.buf.getvalue()
+        if pending:
+            # What gunicorn read past the head; anything past the body is the next request.
+            unreader.buf = io.BytesIO()
+            unreader.buf.write(pending[left:])
+            head = pending[:left]
+            left -= len(head)
+            reader.length = left
+            self.started = True
+            sock.sendall(head)
+        if left:
+            self._arm_timeout()
+            buffer = memoryview(bytearray(min(left, _PASS_BUFFER)))
+            size = len(buffer)
+            recv_into = client.recv_into
+            sendall = sock.sendall
+            while left:
+                try:
+                    got = recv_into(buffer, size if left >= size else left)
+                except TimeoutError:
+                    raise ClientBodyTimeout(
+                        f"no request body bytes from the client for {self.timeout:g}s"
+                    ) from None
+                except OSError:
+                    raise ClientAborted(
+                        "aborted by the client: its connection ended mid-body"
+                    ) from None
+                if not got:
+                    raise ClientAborted("aborted by the client: the body ended before its length")
+                left -= got
+                reader.length = left
+                self.started = True
+                sendall(buffer[:got])
+        body.failed = False
+
+    def _direct_reader(self) -> tuple[Body, LengthReader] | None:
+        """gunicorn's body and its reader, when the body can be read off the socket
+        directly: known length, nothing read through them yet."""
+        stream = self.stream
+        if self.length is None or self._client is None or type(stream) is not Body:
+            return None
+        reader = stream.reader
+        if type(reader) is not LengthReader or stream.buf.tell() or not reader.length:
+            return None
+        return stream, reader
+
+    def _arm_timeout(self) -> None:
+        if not self._timed and self._client is not None:
+            self._timed = True
+            self._prior_timeout = self._client.gettimeout()
+            self._client.settimeout(self.timeout)
 
     def chunks(self) -> Iterator[bytes]:
         """The body as wire-ready pieces: raw for Content-Length, re-framed for chunked."""

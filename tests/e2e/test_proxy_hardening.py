@@ -296,3 +296,46 @@ def test_the_log_names_the_client_and_has_no_traceback(
     assert log.count("aborted by the client") >= 2
     assert "/upload-cut: the upstream" not in log
     assert "no request body bytes from the client for 1s" in log
+
+
+# --- 8. a large body read off the socket, then the next request on the connection ----------
+
+
+def _read_response(sock: socket.socket, buffered: bytes) -> tuple[bytes, bytes, bytes]:
+    """One response (Content-Length framed) from ``sock``: head, body, and what is left."""
+    data = buffered
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?im)^content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(rest) < length:
+        rest += sock.recv(65536)
+    return head, rest[:length], rest[length:]
+
+
+@pytest.mark.parametrize("pieces", [1, 7])
+def test_a_large_body_then_a_pipelined_request_each_reach_the_upstream_whole(
+    gateway: int, upstream: RawUpstream, pieces: int
+) -> None:
+    """A body of known length goes socket to socket; the bytes after it on the client's
+    connection (here a second request, sent in the same write or in odd-sized pieces) are
+    the next request, never part of the body."""
+    body = bytes(range(256)) * 1200 + b"end-of-body"  # 300 KiB: past the small-body path
+    wire = (
+        b"POST /echo-%d HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\nCookie: %b\r\n\r\n%b"
+        b"GET /whoami HTTP/1.1\r\nHost: t\r\nCookie: %b\r\n\r\n"
+        % (pieces, len(body), cookie(USERS[0]).encode(), body, cookie(USERS[1]).encode())
+    )
+    with socket.create_connection(("127.0.0.1", gateway), timeout=10) as sock:
+        step = -(-len(wire) // pieces)
+        for start in range(0, len(wire), step):
+            sock.sendall(wire[start : start + step])
+            time.sleep(0.01)
+        head, echoed, rest = _read_response(sock, b"")
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        second_head, who, _ = _read_response(sock, rest)
+    assert second_head.startswith(b"HTTP/1.1 200 "), second_head
+    assert who == USERS[1].encode()
+    seen = upstream.only(f"/echo-{pieces}")
+    assert seen.body == body
+    assert echoed.endswith(body)
