@@ -40,7 +40,7 @@ _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
 def reason_of(error: BaseException) -> str:
     """``LoginStateInvalid`` -> ``login_state_invalid``: a stable reason for a log search."""
-    return _CAMEL.sub("_", type(error).__name__).lower()
+    return _CAMEL.sub("_", type(error).__name__.replace("WeCom", "Wecom")).lower()
 
 
 class Audit:

@@ -33,6 +33,7 @@ from websockets.sync.server import Server, ServerConnection, serve
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from gateway.config import (
+    LoginSettings,
     OfficialAccountSettings,
     ServerSettings,
     SessionSettings,
@@ -332,6 +333,8 @@ def demo_settings(
         )
     return Settings(
         wecom=wecom_settings,
+        # The page offering both providers embeds WeChat's QR with the simulator's script.
+        login=LoginSettings(wxlogin_js=f"{simulator_url}/connect/zh_CN/htmledition/js/wxLogin.js"),
         public_url=f"http://127.0.0.1:{port}",
         wechat=WeChatSettings(
             app_id=website.app_id,

@@ -30,6 +30,7 @@ The tree, and what the browser gets::
         ├── SnapshotUser            401  WeChat's snapshot mode: only a preview identity
         ├── SignInRequired          401  no session: an API call, forward-auth, userinfo
         ├── NotAllowed              403  signed in, but not on the allow list
+        │   ├── WeComNotAllowed     403  the same, for a WeCom account
         │   ├── NotAMember          403  WeCom: someone outside the company (no
         │   │                            allow_external)
         │   ├── MemberInactive      403  WeCom: a member who is disabled, not activated
@@ -314,6 +315,10 @@ class ProviderTimedOut(LoginError):
 
 class WeComCancelled(LoginCancelled):
     hint = "You did not confirm the sign-in in WeCom. Try again when you are ready."
+
+
+class WeComNotAllowed(NotAllowed):
+    hint = "You are signed in with WeCom, but this account may not use this application."
 
 
 class NotAMember(NotAllowed):

@@ -46,7 +46,7 @@ from gateway.config.settings import (
     WeChatSettings,
     WeComSettings,
 )
-from gateway.identity.groups import parse_groups, read_groups_file
+from gateway.identity.groups import member_key, parse_groups, read_groups_file
 from gateway.identity.keys import load_key_file
 from gateway.identity.templates import check_header_name, parse_template
 from gateway.state.redis_settings import check_redis_settings
@@ -245,6 +245,8 @@ def validate(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
         if top.raw("wechat") is not None or wecom is None
         else None
     )
+    if top.raw("wechat") is None and top.raw("wecom") is None:
+        problems.append("wechat or wecom: configure at least one sign-in provider")
     session = _validate_session(
         top.section("session", _SESSION_KEYS), https=bool(origin and origin.startswith("https:"))
     )
@@ -291,16 +293,24 @@ def _validate_identity(section: _Section) -> IdentitySettings:
 def _check_group_references(
     access: AccessSettings, upstreams: tuple[UpstreamSettings, ...], problems: list[str]
 ) -> None:
-    """``group:NAME`` in an allow list must name a group, unless a groups file may add it."""
-    if access.groups_file is not None:
-        return
+    """``group:NAME`` in an allow list must name a group, unless a groups file may add it;
+    ``wecom:USERID`` and ``wecom-dept:ID`` must be well formed (a typo would match nobody)."""
     known = {name for name, _ in access.groups}
     lists = [("access.allow", access.allow)]
     lists += [(f"upstreams[{i}].allow", u.allow or ()) for i, u in enumerate(upstreams)]
     for where, entries in lists:
         for j, entry in enumerate(entries):
-            if entry.startswith("group:") and entry[6:] not in known:
-                problems.append(f"{where}[{j}]: no group {entry[6:]!r} in access.groups")
+            if entry.startswith("group:"):
+                if access.groups_file is None and entry[6:] not in known:
+                    problems.append(f"{where}[{j}]: no group {entry[6:]!r} in access.groups")
+            elif entry.startswith(("wecom:", "wecom-dept:")):
+                try:
+                    member_key(entry)
+                except ValueError:
+                    problems.append(
+                        f"{where}[{j}]: not a WeCom member: use wecom:USERID (letters, digits"
+                        " and _-@.) or wecom-dept:ID (a number)"
+                    )
 
 
 def _validate_state(section: _Section) -> StateSettings:

@@ -56,6 +56,8 @@ from gateway.errors import (
     NotAllowed,
     ProviderFailed,
     SignInRequired,
+    WeComCancelled,
+    WeComNotAllowed,
 )
 from gateway.login.ledger import CallbackLedger, Outcome
 from gateway.login.state import LoginStateCookie, PendingLogin, new_state, valid_state
@@ -286,12 +288,15 @@ class LoginFlow:
         try:
             return self._callback(ctx, start_response)
         except (GatewayError, StoreUnavailable) as error:
+            subject = getattr(error, "subject", None) or ""
+            member = subject.startswith("wecom:")
             self.audit(
                 "signin",
                 ctx.environ,
                 outcome="failed",
                 reason=reason_of(error),
-                openid=getattr(error, "subject", None),
+                openid=None if member else subject or None,
+                userid=subject[6:] if member else None,
                 detail=getattr(error, "detail", None) or None,
             )
             raise
@@ -314,7 +319,13 @@ class LoginFlow:
         remaining = [p for p in pending if p is not entry]
         if not code:
             self.ledger.use_state(state, entry.expires_at)
-            raise LoginCancelled(
+            provider = self.providers.get(entry.flow)
+            cancelled = (
+                WeComCancelled
+                if provider is not None and provider.name == "wecom"
+                else LoginCancelled
+            )
+            raise cancelled(
                 actions=self._retry(entry.target),
                 extra_headers=(self.login_state.write(remaining),),
             )
@@ -379,7 +390,7 @@ class LoginFlow:
             dept_scope=identity.dept_scope,
         )
         if not self.may_enter(session, target):
-            refused = NotAllowed(
+            refused = _not_allowed(session)(
                 _shown(session),
                 actions=(("Sign in with another account", self.login_url(target)),),
             )
@@ -391,7 +402,7 @@ class LoginFlow:
         """The 403 for a signed-in user the route does not allow, carrying any cookie the
         decision sets, with ways out: sign out, or sign in as someone else."""
         assert decision.session is not None
-        return NotAllowed(
+        return _not_allowed(decision.session)(
             _shown(decision.session),
             actions=(
                 ("Sign out", self.public_url + LOGOUT_PATH),
@@ -433,6 +444,11 @@ class LoginFlow:
 
 
 _YES = frozenset({"1", "true", "yes", "on"})
+
+
+def _not_allowed(session: Session) -> type[NotAllowed]:
+    """The refusal's page, worded for the provider the user signed in with."""
+    return WeComNotAllowed if session.provider == "wecom" else NotAllowed
 
 
 def _shown(session: Session) -> str:

@@ -149,6 +149,7 @@ ERRORS_ZH: Final[Mapping[str, ErrorText]] = {
         "登录配置有误", "微信拒绝了此应用的登录配置。您无法自行解决，请告知管理员。"
     ),
     "ProviderUnreachable": ErrorText("无法连接微信", "登录网关暂时无法连接微信，请稍后重试。"),
+    "WeComNotAllowed": ErrorText("无权访问", "您已通过企业微信登录，但这个账号无权使用此应用。"),
     "WeComCancelled": ErrorText("已取消登录", "您没有在企业微信中确认登录。准备好后请重试。"),
     "NotAMember": ErrorText(
         "您不是本企业成员", "您使用企业微信登录的身份不属于本企业，只有本企业成员可以使用此应用。"
@@ -184,7 +185,7 @@ _HINT_RETRY_EN: Final[Mapping[str, str]] = {
 _ACTIONS_ZH: Final[Mapping[str, str]] = {
     "Try again": "重试",
     "Sign out": "退出登录",
-    "Sign in with another account": "使用其他微信账号登录",
+    "Sign in with another account": "使用其他账号登录",
     "Sign in again": "重新登录",
     "Sign in": "登录",
 }

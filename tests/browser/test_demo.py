@@ -48,8 +48,12 @@ def _sim_users(simulator_url: str) -> Any:
 
 
 def _on_qr_page(browser: ChromiumBrowser, demo: DemoProcess) -> None:
-    """The browser is on the simulator's QR page, showing a QR code and the test identities."""
+    """The browser is on the gateway's sign-in page, which offers WeChat and WeCom (the demo
+    has both); it follows the link to WeChat's QR page, which shows a QR code and the test
+    identities."""
     from selenium.webdriver.common.by import By
+
+    browser.wait(lambda d: d.find_elements(By.ID, "wx_fallback"), "the sign-in page").pop().click()
 
     browser.wait_for_url(
         lambda url: url.startswith(demo.simulator_url + "/connect/qrconnect?"),
@@ -183,6 +187,51 @@ def _shown(browser: ChromiumBrowser, element_id: str, expected: Callable[[str], 
     shown = browser.wait(text, f"#{element_id} to change")
     assert shown is not None
     return shown
+
+
+def test_demo_offers_wecom_beside_wechat(tmp_path: Path) -> None:
+    """The demo's sign-in page shows both QR codes; a staff member signs in through WeCom's
+    page and the sample app shows the WeCom identity headers."""
+    require_browser()
+    from selenium.webdriver.common.by import By
+
+    with DemoProcess(free_port(), tmp_path) as demo, chromium(tmp_path / "shots") as browser:
+        driver = browser.driver
+        driver.get(demo.url + "/_gateway/login?lang=zh")
+        headings = browser.wait(lambda d: d.find_elements(By.CSS_SELECTOR, "h2"), "headings")
+        assert [h.text for h in headings] == ["企业微信", "微信"]
+        frame = driver.find_element(By.ID, "wecom_frame")
+        assert frame.is_displayed() and frame.size["height"] >= 300, frame.size
+        wechat_box = browser.wait(
+            lambda d: d.find_elements(By.CSS_SELECTOR, "#wx_qr iframe"), "WeChat's QR frame"
+        )[0]
+        assert wechat_box.is_displayed()
+        for frame_element in (frame, wechat_box):  # each frame shows its QR code
+            driver.switch_to.frame(frame_element)
+            browser.wait(lambda d: d.find_elements(By.CSS_SELECTOR, ".qr svg"), "a QR code")
+            driver.switch_to.default_content()
+        time.sleep(1)  # frames found are not yet painted: the screenshot is for people
+        browser.screenshot("demo-sign-in-both")
+        driver.find_element(By.ID, "wecom_link").click()
+        browser.wait_for_url(
+            lambda url: url.startswith(demo.simulator_url + "/wwlogin/sso/login?"),
+            "WeCom's web login",
+        )
+        browser.wait(
+            lambda d: d.find_elements(By.CSS_SELECTOR, "a.btn[href$='?user=ZhangSan']"),
+            "ZhangSan on WeCom's page",
+        )[0].click()
+        browser.wait_for_url(lambda url: url == demo.url + "/", "the sample app")
+        cells = {
+            cell.get_attribute("data-header"): cell.text
+            for cell in browser.wait(
+                lambda d: d.find_elements(By.CSS_SELECTOR, "td[data-header]"), "the headers"
+            )
+        }
+        assert cells["X-WeChat-Provider"] == "wecom", cells
+        assert cells["X-WeChat-UserID"] == "ZhangSan", cells
+        assert cells["X-WeChat-Departments"] == "3", cells
+        assert cells["X-WeChat-OpenID"] == "absent", cells
 
 
 def test_demo_live_websocket_panel(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import jwt
 import pytest
 
 from tests.helpers.nginx import Nginx
@@ -122,6 +123,7 @@ def alice_headers(wechat: WeChat) -> dict[str, list[str]]:
         "x-wechat-unionid": [wechat.unionid("alice")],
         "x-wechat-nickname": ["Tester"],
         "x-wechat-avatar": ["https://thirdwx.qlogo.cn/mmopen/vi_32/test/132"],
+        "x-wechat-provider": ["wechat"],
     }
 
 
@@ -165,6 +167,7 @@ def test_a_full_login_through_nginx(site: Site) -> None:
         "x-wechat-unionid": [wechat.unionid("alice")],
         "x-wechat-nickname": ["Alice"],
         "x-wechat-avatar": [alice.avatar],
+        "x-wechat-provider": ["wechat"],
     }
     # The app keeps its own cookies and never sees the gateway's session.
     assert COOKIE not in (seen.value("Cookie") or "")
@@ -186,9 +189,12 @@ def test_spoofed_identity_headers_do_not_reach_the_app(site: Site) -> None:
         spoof = SPOOFS if name == "all" else [(name, value)]
         seen = site.get("/page", [site.session("alice"), *spoof]).echo()
         found = wechat_headers(seen)
-        # The documented limit: nginx overwrites the five names it sets, drops every name
-        # with "_", and passes other X-WeChat-* names; the app trusts only the five.
+        # The documented limit: nginx overwrites the names it sets, drops every name with
+        # "_", and passes other X-WeChat-* names; the app trusts only the gateway's names.
         found.pop("x-wechat-anything-else", None)
+        assertion = seen.values("X-WeChat-Assertion")
+        assert len(assertion) == 1, (name, assertion)
+        assert jwt.get_unverified_header(assertion[0])["alg"] == "ES256"
         assert found == expected, (name, found)
 
 

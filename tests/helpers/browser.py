@@ -200,7 +200,7 @@ class DemoProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the demo exited early:\n{self.log()}")
-            found = re.search(r"WeChat simulator\s+(http://\S+)", self.log())
+            found = re.search(r"simulator\s+(http://\S+)", self.log())
             if found and self._healthy():
                 self.simulator_url = found.group(1).rstrip("/")
                 return

@@ -60,6 +60,13 @@ SPOOFS = [
     ("X-WeChat-Nickname", "spoof-l"),
     ("X-WeChat-Avatar", "https://spoof-m.example/a.png"),
     ("X-WeChat-Anything-Else", "spoof-n"),
+    ("X-WeChat-Provider", "wecom"),
+    ("X-WeChat-UserID", "spoof-boss"),
+    ("X_WeChat_UserID", "spoof-boss2"),
+    ("X-WeChat-CorpID", "wwspoof"),
+    ("X-WeChat-Departments", "1"),
+    ("X-WeChat-Groups", "admins"),
+    ("X-WeChat-Assertion", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJib3NzIn0."),
     ("X-WeChat-OpenID", ""),
     ("X-WeChat-OpenID", "spoof-o, spoof-p"),
 ]

@@ -607,7 +607,9 @@ def test_every_required_key_missing_is_reported_together() -> None:
     for path in ("public_url", "wechat.app_id", "wechat.app_secret", "session.secret"):
         assert problem_for(found, path).endswith("required")
     assert problem_for(found, "upstreams").startswith("upstreams: required")
-    assert len(found) == 5
+    # Neither provider: WeChat's keys are named, and so is the choice of WeCom instead.
+    assert "wechat or wecom: configure at least one sign-in provider" in found
+    assert len(found) == 6
 
 
 def test_required_keys_in_present_but_empty_sections() -> None:

@@ -524,7 +524,7 @@ def test_known_action_labels_are_translated_and_unknown_ones_pass() -> None:
     )
     page = Captured(zh(), error).text
     labels = re.findall(r'<a class="button" href="[^"]*">([^<]*)</a>', page)
-    assert labels == ["使用其他微信账号登录", "退出登录", "重新登录", "重试", "登录", "Wiki"]
+    assert labels == ["使用其他账号登录", "退出登录", "重新登录", "重试", "登录", "Wiki"]
     english = re.findall(r'<a class="button" href="[^"]*">([^<]*)</a>', Captured(en(), error).text)
     assert english == [label for label, _ in error.actions]
 

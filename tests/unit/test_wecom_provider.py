@@ -401,3 +401,29 @@ def test_a_broken_wecom_section_says_every_problem_without_values() -> None:
         assert path in joined
     assert "wecom.api_base" in joined and "wecom.colour: unknown key" in joined
     assert "hunter2" not in joined and "ww bad!" not in joined
+
+
+def test_a_malformed_wecom_entry_in_an_allow_list_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as failed:
+        validate(
+            config(
+                wecom=WECOM,
+                access={"allow": ["wecom:ZhangSan", "wecom:bad user", "wecom-dept:two"]},
+            ),
+            {},
+        )
+    assert [p.split(":", 1)[0] for p in failed.value.problems] == [
+        "access.allow[1]",
+        "access.allow[2]",
+    ]
+
+
+def test_a_wecom_refusal_is_audited_with_the_userid(
+    sim: WeComSimulator, client: WeComClient
+) -> None:
+    from gateway.audit import reason_of
+
+    with pytest.raises(MemberInactive) as refused:
+        provider(client).sign_in(sim.mint_code("WangWu", CALLBACK), retry=RETRY)
+    assert reason_of(refused.value) == "member_inactive"
+    assert reason_of(WeComBusy(retry_after=5)) == "wecom_busy"

@@ -963,7 +963,10 @@ def _departments(body: Mapping[str, Any]) -> list[Department]:
 
 
 def _log_failure(exc: WeComError) -> None:
-    if isinstance(exc, WeComAPIError):
+    if isinstance(exc, MemberNotVisible):
+        # Someone the app is not for: a refusal the audit trail records, not trouble.
+        logger.info("%s (errmsg %r)", exc, exc.errmsg)
+    elif isinstance(exc, WeComAPIError):
         logger.warning("%s (errmsg %r)", exc, exc.errmsg)
     else:
         logger.warning("%s", exc)

@@ -203,6 +203,9 @@ class WeComProvider:
         deadline = self.client.monotonic() + self.timeout
         try:
             who = self.client.user_identity(code, deadline=deadline)
+        except MemberNotVisible:
+            # 60011/60021 for the code itself: someone the app is not visible to.
+            raise _refused(OutsideVisibility, "", retry) from None
         except WeComError as exc:
             raise _login_failure(exc, retry) from None
         if isinstance(who, ExternalUser):
