@@ -27,12 +27,28 @@ TARGET_REVOCATION_P99 = 1.0
 TARGET_ASSERTION_ON_VS_OFF = 0.95
 # Issue 14: req/s with server.log_format: json at least this share of the text format's.
 TARGET_JSON_VS_TEXT = 0.95
+# Issue 16, the second hop, each against another contender in the same run: upload MB/s
+# at least nginx's; CPU per proxied 1 KB GET at 16 connections at most this multiple of the
+# hello-world's on the gateway's own worker (no hop); p50 latency added over the no-hop
+# hello-world's at 1 connection at most this multiple of nginx's; req/s at 256 connections
+# at least this share of the no-hop hello-world's in every round.
+TARGET_UPLOAD_VS_NGINX = 1.0
+TARGET_CPU_VS_HELLO = 2.5
+CPU_CONNECTIONS = 16
+TARGET_ADDED_P50_VS_NGINX = 2.0
+LIGHT_CONNECTIONS = 1
+TARGET_HEAVY_VS_NO_HOP = 0.30
+HEAVY_CONNECTIONS = 256
 # Rounds of one contender further apart than this (relative to their median): say so.
 NOISY_SPREAD = 0.3
+# The "measured" of a target this run has no data for (older saved results, --only).
+NOT_MEASURED = "not measured"
 
 _COLOURS = ("#4e79a7", "#f28e2b")
 
 Results = dict[str, Any]
+#: (target, measured, passed); passed is None when the run did not measure it.
+Row = tuple[str, str, bool | None]
 
 
 def median_run(results: Results, key: str, connections: int) -> dict[str, float]:
@@ -52,8 +68,13 @@ def _spread(values: list[float]) -> float:
     return (max(values) - min(values)) / middle if middle else 0.0
 
 
-def _verdict(ok: bool) -> str:
-    return "**PASS**" if ok else "**FAIL**"
+def _verdict(ok: bool | None) -> str:
+    return NOT_MEASURED if ok is None else "**PASS**" if ok else "**FAIL**"
+
+
+def verdict_word(ok: bool | None) -> str:
+    """PASS, FAIL, or SKIP for a target the run did not measure: the console's word."""
+    return "SKIP" if ok is None else "PASS" if ok else "FAIL"
 
 
 def _mb(value: float) -> str:
@@ -107,12 +128,16 @@ def variant_targets(results: Results) -> list[tuple[str, str, bool]]:
     return rows
 
 
-def targets(results: Results) -> list[tuple[str, str, bool]]:
+def targets(results: Results) -> list[Row]:
     """(target, measured, passed) for every target the issues set; for a run with ``--only``,
-    those it measured."""
+    those it measured. ``passed`` is None for a target the results hold no data for (an
+    older run): its ``measured`` says so."""
     if results.get("only"):
-        return variant_targets(results)
-    rows: list[tuple[str, str, bool]] = []
+        rows: list[Row] = list(variant_targets(results))
+        if "hop" in results["only"]:
+            rows += hop_targets(results)
+        return rows
+    rows = []
     for connections in results["settings"]["connections"]:
         gateway = median_run(results, "gateway", connections)["rps"]
         proxy = median_run(results, "proxy_middleware", connections)["rps"]
@@ -188,6 +213,7 @@ def targets(results: Results) -> list[tuple[str, str, bool]]:
             )
         )
     rows += variant_targets(results)
+    rows += hop_targets(results)
     if "websocket" in results:
         rows += ws_report.targets(results["websocket"])
     return rows
@@ -197,6 +223,143 @@ def percentile(values: list[float], pct: float) -> float:
     """The nearest-rank percentile."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))]
+
+
+def _runs(results: Results, key: str, connections: int) -> list[dict[str, Any]]:
+    """The wrk runs of ``key`` at ``connections``; empty when the run did not measure them."""
+    return list(results["throughput"].get(key, {}).get(str(connections)) or [])
+
+
+def _over(a: float, b: float) -> float:
+    return a / b if b > 0 else math.inf
+
+
+def _range(values: list[float], style: str) -> str:
+    """``rounds: lowest to highest`` of per-round values, or ``1 round``."""
+    if len(values) == 1:
+        return "1 round"
+    return f"rounds: {style.format(min(values))} to {style.format(max(values))}"
+
+
+def upload_rates(records: list[dict[str, Any]]) -> list[float]:
+    """MB/s (10⁶ bytes per second) of each upload round."""
+    return [r["size"] / 1e6 / r["seconds"] for r in records]
+
+
+def hop_targets(results: Results) -> list[Row]:
+    """Issue 16's targets on the second hop: upload MB/s against nginx's, CPU per request
+    against the hello-world's, the p50 latency added at 1 connection against nginx's, and
+    req/s at 256 connections against the no-hop hello-world's in every round."""
+    return [
+        _upload_target(results),
+        _cpu_target(results),
+        _latency_target(results),
+        _heavy_target(results),
+    ]
+
+
+def _upload_target(results: Results) -> Row:
+    uploads = results.get("uploads") or {}
+    name = "gateway upload MB/s ≥ " + (
+        "nginx's" if TARGET_UPLOAD_VS_NGINX == 1 else f"{TARGET_UPLOAD_VS_NGINX:g}× nginx's"
+    )
+    if not uploads.get("gateway") or not uploads.get("nginx"):
+        return name, NOT_MEASURED, None
+    size = _size_label(uploads["gateway"][0]["size"])
+    rounds = len(uploads["gateway"])
+    name += f" ({size} upload, median of {rounds} interleaved rounds)"
+    gateway, nginx = upload_rates(uploads["gateway"]), upload_rates(uploads["nginx"])
+    g, n = statistics.median(gateway), statistics.median(nginx)
+    ratios = [a / b for a, b in zip(gateway, nginx, strict=True)]
+    no_hop = (
+        f"; no hop {statistics.median(upload_rates(uploads['no_hop'])):,.0f} MB/s"
+        if uploads.get("no_hop")
+        else ""
+    )
+    return (
+        name,
+        f"{g / n:.2f}× ({g:,.0f} vs {n:,.0f} MB/s; {_range(ratios, '{:.2f}×')}{no_hop})",
+        g >= TARGET_UPLOAD_VS_NGINX * n,
+    )
+
+
+def _cpu_target(results: Results) -> Row:
+    n = CPU_CONNECTIONS
+    name = (
+        f"CPU per proxied 1 KB GET ({n} connections) ≤ {TARGET_CPU_VS_HELLO:g}× the hello-world's"
+    )
+    gateway, hello = _runs(results, "gateway", n), _runs(results, "no_hop_gateway_worker", n)
+    if not gateway or not hello:
+        return name, NOT_MEASURED, None
+    g, h = median_cpu(results, "gateway", n), median_cpu(results, "no_hop_gateway_worker", n)
+    ratios = [
+        _over(a["cpu_us_per_request"], b["cpu_us_per_request"])
+        for a, b in zip(gateway, hello, strict=True)
+    ]
+    stock = ""
+    if _runs(results, "no_hop", n):
+        s = median_cpu(results, "no_hop", n)
+        stock = f"; on gunicorn's stock worker the hello-world's {s:,.0f} µs, {_over(g, s):.2f}×"
+    return (
+        name,
+        f"{_over(g, h):.2f}× ({g:,.0f} vs {h:,.0f} µs/req: the gateway's processes vs the "
+        f"no-hop hello-world on the gateway's worker; {_range(ratios, '{:.2f}×')}{stock})",
+        g <= TARGET_CPU_VS_HELLO * h,
+    )
+
+
+def _added_p50(results: Results, key: str, connections: int) -> list[float]:
+    """Per round, ``key``'s p50 minus the no-hop hello-world's, in milliseconds."""
+    ours, hello = _runs(results, key, connections), _runs(results, "no_hop", connections)
+    return [a["p50_ms"] - b["p50_ms"] for a, b in zip(ours, hello, strict=True)]
+
+
+def _latency_target(results: Results) -> Row:
+    n = LIGHT_CONNECTIONS
+    name = (
+        f"added p50 latency at {n} connection{'s' if n != 1 else ''} ≤ "
+        f"{TARGET_ADDED_P50_VS_NGINX:g}× nginx's"
+    )
+    if not all(_runs(results, key, n) for key in ("gateway", "nginx", "no_hop")):
+        return name, NOT_MEASURED, None
+    hello = median_run(results, "no_hop", n)["p50_ms"]
+    g = median_run(results, "gateway", n)["p50_ms"] - hello
+    x = median_run(results, "nginx", n)["p50_ms"] - hello
+    ratios = [
+        _over(a, b)
+        for a, b in zip(
+            _added_p50(results, "gateway", n), _added_p50(results, "nginx", n), strict=True
+        )
+    ]
+    ratio = f"{g / x:.2f}×" if x > 0 else "n/a (nginx added nothing)"
+    return (
+        name,
+        f"{ratio} (gateway +{g:.3f} ms vs nginx +{x:.3f} ms over the no-hop p50 of "
+        f"{hello:.3f} ms; {_range(ratios, '{:.2f}×')})",
+        g <= TARGET_ADDED_P50_VS_NGINX * x,
+    )
+
+
+def _heavy_target(results: Results) -> Row:
+    n = HEAVY_CONNECTIONS
+    name = (
+        f"gateway req/s at {n} connections ≥ {TARGET_HEAVY_VS_NO_HOP:.0%} of the no-hop "
+        "hello-world's in every round"
+    )
+    if not _runs(results, "gateway", n) or not _runs(results, "no_hop", n):
+        return name, NOT_MEASURED, None
+    ratios = _ratios(results, "gateway", "no_hop", n)
+    g = median_run(results, "gateway", n)["rps"]
+    h = median_run(results, "no_hop", n)["rps"]
+    nginx = ""
+    if _runs(results, "nginx", n):
+        nginx = f"; nginx {median_run(results, 'nginx', n)['rps'] / h:.0%} of it"
+    return (
+        name,
+        f"lowest round {min(ratios):.0%} ({_range(ratios, '{:.0%}')}; medians {g:,.0f} vs "
+        f"{h:,.0f} req/s{nginx})",
+        min(ratios) >= TARGET_HEAVY_VS_NO_HOP,
+    )
 
 
 def median_cpu(results: Results, key: str, connections: int) -> float:
@@ -332,9 +495,15 @@ def markdown(results: Results, chart_name: str) -> str:
         )
 
     rows = targets(results)
-    passed = sum(ok for _, _, ok in rows)
+    passed = sum(ok is True for _, _, ok in rows)
+    measured = sum(ok is not None for _, _, ok in rows)
     add("## Targets\n")
-    add(f"{passed} of {len(rows)} targets met.\n")
+    unmeasured = (
+        f" {len(rows) - measured} not measured in this run (its results predate them)."
+        if measured < len(rows)
+        else ""
+    )
+    add(f"{passed} of {measured} targets met.{unmeasured}\n")
     add("| target | measured | result |")
     add("|---|---|---|")
     for name, measured, ok in rows:
@@ -407,6 +576,9 @@ def markdown(results: Results, chart_name: str) -> str:
             line += f" {own:,.0f} | {behind} |"
         add(line)
     add("")
+    out.extend(cpu_ratio_markdown(results))
+    out.extend(extra_connections_markdown(results))
+    out.extend(upload_rounds_markdown(results))
 
     add(f"## {size} download and upload\n")
     add(
@@ -435,6 +607,14 @@ def markdown(results: Results, chart_name: str) -> str:
             )
         add(line)
     add("")
+
+    add("## Flame graphs\n")
+    add(
+        "Where the gateway's CPU time goes under the 16-connection 1 KB GET and under a "
+        "256 MiB upload: py-spy flame graphs and a reading of them in "
+        "[profiles/](profiles/README.md), recorded by `bench/flames.py` (not part of this "
+        "run).\n"
+    )
 
     add("## Slow upstream\n")
     add(
@@ -515,10 +695,149 @@ def markdown(results: Results, chart_name: str) -> str:
         "starts every process on free loopback ports, runs for about "
         f"{results['wall_seconds'] / 60:.0f} minutes, stops everything, and rewrites this "
         "page, its chart and a JSON copy of the raw results in `bench/results/`. "
-        "`python bench/run.py --help` lists the knobs (durations, runs, transfer size); "
+        "`python bench/run.py --help` lists the knobs (durations, runs, the extra "
+        "connection counts and their rounds, transfer and upload sizes); "
         "`bench/README.md` describes the files.\n"
     )
     return "\n".join(out)
+
+
+def cpu_ratio_markdown(results: Results) -> list[str]:
+    """Issue 16's CPU comparison: the gateway's CPU per request over the hello-world's, on
+    the gateway's own worker and on gunicorn's, at every connection count measured."""
+    out = ["### CPU per proxied request against the hello-world\n"]
+    if "no_hop_gateway_worker" not in results["throughput"]:
+        return [*out, f"The hello-world on the gateway's worker: {NOT_MEASURED} in this run.\n"]
+    out.append(
+        "The gateway's own processes' CPU per request (median of the rounds, µs) against "
+        "the no-hop hello-world's, first on the gateway's own worker class (the same worker "
+        "without the hop: what the second hop, the session and the identity headers cost; "
+        f"the target is at most {TARGET_CPU_VS_HELLO:g}× at {CPU_CONNECTIONS} connections), "
+        "then on gunicorn's stock gevent worker, with nginx's for scale.\n"
+    )
+    out += [
+        "| connections | wechat-gateway | hello-world, gateway's worker | gateway ÷ that | "
+        "hello-world, gunicorn's worker | gateway ÷ that | nginx |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    counts = sorted({*results["settings"]["connections"], *_extra_counts(results)})
+
+    def cpu(key: str, n: int) -> float | None:
+        return median_cpu(results, key, n) if _runs(results, key, n) else None
+
+    def cell(value: float | None) -> str:
+        return NOT_MEASURED if value is None else f"{value:,.0f}"
+
+    for n in counts:
+        g, own, stock = cpu("gateway", n), cpu("no_hop_gateway_worker", n), cpu("no_hop", n)
+        nginx = cpu("nginx", n)
+        out.append(
+            f"| {n} | {cell(g)} | {cell(own)} | "
+            f"{f'{_over(g, own):.2f}×' if g is not None and own is not None else '—'} | "
+            f"{cell(stock)} | "
+            f"{f'{_over(g, stock):.2f}×' if g is not None and stock is not None else '—'} | "
+            f"{cell(nginx)} |"
+        )
+    out.append("")
+    return out
+
+
+def _extra_counts(results: Results) -> list[int]:
+    return list(results["settings"].get("extra_connections") or [])
+
+
+def extra_connections_markdown(results: Results) -> list[str]:
+    """Issue 16's light and heavy load: a table per extra connection count (1 and 256)."""
+    settings = results["settings"]
+    counts = _extra_counts(results) or [LIGHT_CONNECTIONS, HEAVY_CONNECTIONS]
+    out = [f"## {' and '.join(str(n) for n in counts)} connections\n"]
+    if not _extra_counts(results):
+        return [*out, f"{NOT_MEASURED.capitalize()} in this run.\n"]
+    out.append(
+        f"wrk, keep-alive, {settings['extra_duration']:g} s per run; median of "
+        f"{settings['extra_runs']} runs, made in the first rounds of the 1 KB GET above and "
+        "interleaved the same way. At 1 connection nothing queues, so the p50 shows what a "
+        "hop adds to one request: *added p50* is the contender's p50 minus the no-hop "
+        "hello-world's. At 256, req/s, and their share of the no-hop hello-world's (median "
+        "of the rounds, then the lowest and highest round in brackets). CPU is the "
+        "contender's own processes' per request. Latency in milliseconds.\n"
+    )
+    labels = [(c["key"], c["label"]) for c in results["contenders"]]
+    for n in counts:
+        out.append(f"### {n} connection{'s' if n != 1 else ''}\n")
+        out += [
+            "| contender | req/s | share of no hop's | p50 | added p50 | p99 | CPU µs/req |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        hello = median_run(results, "no_hop", n) if _runs(results, "no_hop", n) else None
+        notes = []
+        for key, label in labels:
+            if not _runs(results, key, n):
+                continue
+            run = median_run(results, key, n)
+            share = added = "—"
+            if hello is not None and key != "no_hop":
+                ratios = _ratios(results, key, "no_hop", n)
+                share = f"{run['rps'] / hello['rps']:.0%}"
+                if len(ratios) > 1:
+                    share += f" ({min(ratios):.0%} to {max(ratios):.0%})"
+                added = f"{run['p50_ms'] - hello['p50_ms']:+.3f}"
+            out.append(
+                f"| {label} | {run['rps']:,.0f} | {share} | {run['p50_ms']:.3f} | {added} | "
+                f"{run['p99_ms']:.2f} | {median_cpu(results, key, n):,.0f} |"
+            )
+            if run["errors"]:
+                notes.append(
+                    f"- {label}: {run['errors']:,} errors (socket errors or non-2xx/3xx) "
+                    "over all runs."
+                )
+        out.append("")
+        if notes:
+            out += [*notes, ""]
+    return out
+
+
+def upload_rounds_markdown(results: Results) -> list[str]:
+    """Issue 16's upload comparison: each round's MB/s, the median, the ratio to nginx's and
+    the CPU time spent per GB."""
+    uploads = results.get("uploads") or {}
+    size = results["settings"].get("upload_size")
+    if not uploads or not size:
+        return ["## Upload rounds\n", f"{NOT_MEASURED.capitalize()} in this run.\n"]
+    rounds = max(len(records) for records in uploads.values())
+    out = [f"## {_size_label(size)} upload, {rounds} interleaved rounds\n"]
+    out.append(
+        f"One client POSTs {_size_label(size)} in 1 MiB writes to each contender in turn, "
+        f"{rounds} rounds, every other one in reverse order; the upstream reads and "
+        "discards the body and answers its length, which the client checks. MB/s is 10⁶ "
+        "bytes per second at the client; the median is what the target compares. CPU is "
+        "the user plus system time of the contender's processes, and of the upstream "
+        "behind it, per GB (10⁹ bytes) carried, median of the rounds.\n"
+    )
+    labels = {c["key"]: c["label"] for c in results["contenders"]}
+    nginx = statistics.median(upload_rates(uploads["nginx"])) if uploads.get("nginx") else None
+    out += [
+        "| contender | "
+        + " | ".join(f"round {i}" for i in range(1, rounds + 1))
+        + " | median MB/s | vs nginx | CPU s/GB | upstream CPU s/GB |",
+        "|---|" + "---:|" * (rounds + 4),
+    ]
+    for key, records in uploads.items():
+        rates = upload_rates(records)
+        cells = [f"{rate:,.0f}" for rate in rates] + ["—"] * (rounds - len(rates))
+        median = statistics.median(rates)
+        per_gb = statistics.median(r["cpu_seconds"] / (r["size"] / 1e9) for r in records)
+        behind = [r["upstream_cpu_seconds"] for r in records]
+        upstream = "(is the upstream)"
+        if None not in behind:
+            pairs = zip(behind, records, strict=True)
+            upstream = f"{statistics.median(b / (r['size'] / 1e9) for b, r in pairs):.2f}"
+        out.append(
+            f"| {labels.get(key, key)} | {' | '.join(cells)} | {median:,.0f} | "
+            f"{f'{median / nginx:.2f}×' if nginx else '—'} | {per_gb:.2f} | {upstream} |"
+        )
+    out.append("")
+    return out
 
 
 def variants_markdown(results: Results) -> list[str]:

@@ -7,8 +7,10 @@ In one run, against the same fast upstream, it measures four contenders:
 - nginx ``proxy_pass`` with upstream keepalive;
 - the gateway (``python -m gateway serve``, default configuration);
 
-for a 1 KB GET at 16 and 64 connections (wrk), a 1 GiB download and upload (MB/s and peak
-RSS), and 120 requests parked on a 3 s upstream while a fast request goes through; then
+for a 1 KB GET at 16 and 64 connections (wrk), and in fewer, shorter rounds at 1 and 256
+connections (p50 latency, req/s: issue 16), a 256 MiB upload in three interleaved rounds
+(MB/s, issue 16), a 1 GiB download and upload (MB/s and peak RSS), and 120 requests parked
+on a 3 s upstream while a fast request goes through; then
 WebSocket through the gateway, nginx and no proxy (``bench/websocket.py``). Beside the
 gateway on the 1 KB GET run variants that differ from it in one setting each (state in
 Redis, ``identity.assertion: false``, ``server.log_format: json``) and the hello-world on
@@ -116,6 +118,9 @@ ONLY_PARTS = {
     "assertion": "the gateway with assertions off (identity.assertion: false), and the "
     "sign and verify cost per call",
     "logs": "the gateway with server.log_format: json",
+    "hop": "the second hop (issue 16): the no-hop hello-world, nginx and the hello-world on "
+    "the gateway's worker beside the gateway, also at the extra connection counts (1 and "
+    "256), and the interleaved upload rounds",
 }
 
 
@@ -222,11 +227,70 @@ class Started:
     redis_url: str | None
 
 
+def _no_hop_contender(fast: Service) -> Contender:
+    return Contender(
+        "no_hop",
+        "gunicorn hello-world, no hop",
+        "hello-world (no hop)",
+        fast,
+        "wrk straight to the fast upstream.",
+        is_upstream=True,
+    )
+
+
+def _start_nginx(
+    stack: contextlib.ExitStack, workdir: Path, port: int, fast_port: int, slow_port: int
+) -> Contender:
+    prefix = workdir / "nginx"
+    prefix.mkdir()
+    conf = prefix / "nginx.conf"
+    conf.write_text(nginx_config(prefix, port, fast_port, slow_port), encoding="utf-8")
+    nginx_argv = [nginx_binary() or "nginx", "-p", str(prefix), "-e", str(prefix / "error.log")]
+    nginx = stack.enter_context(Service("nginx", [*nginx_argv, "-c", str(conf)], port, workdir))
+    return Contender(
+        "nginx",
+        "nginx proxy_pass",
+        "nginx",
+        nginx,
+        "2 worker processes, `proxy_pass` to an `upstream` block with `keepalive 64`, "
+        "HTTP/1.1 upstream, `proxy_request_buffering off` and "
+        "`proxy_max_temp_file_size 0` (bodies stream, nothing is spooled to disk), "
+        "default proxy buffer sizes, access log off.",
+    )
+
+
+def _start_hello_on_gateway_worker(
+    stack: contextlib.ExitStack, workdir: Path, port: int
+) -> Contender:
+    service = stack.enter_context(
+        Service(
+            "upstream-on-gateway-worker",
+            gunicorn_argv("apps:upstream", port, worker_class=GATEWAY_WORKER),
+            port,
+            workdir,
+        )
+    )
+    return Contender(
+        "no_hop_gateway_worker",
+        "hello-world on the gateway's worker, no hop (reference)",
+        "hello, gateway worker",
+        service,
+        "the fast upstream's app on the gateway's worker class, otherwise the same "
+        "settings, wrk straight to it. Not a target of req/s: it shows what the worker alone "
+        "does for any app; the req/s targets compare the gateway with the upstream as it is "
+        "deployed, on gunicorn's own gevent worker. The CPU target (issue 16) compares the "
+        "gateway's CPU per request with this row's: the same worker, without the hop.",
+        reference=True,
+        is_upstream=True,
+    )
+
+
 def start_services(
     stack: contextlib.ExitStack, workdir: Path, only: list[str] | None = None
 ) -> Started:
     """Every server, each stopped when ``stack`` closes. With ``only``: the upstream, the
-    default gateway and the variants those parts of ``ONLY_PARTS`` compare with it."""
+    default gateway and the variants those parts of ``ONLY_PARTS`` compare with it (for
+    ``hop``: the no-hop hello-world, nginx and the hello-world on the gateway's worker)."""
     ports = free_ports(11)
     fast_port, slow_port, proxy_port, nginx_port, gateway_port, worker_port = ports[:6]
     redis_port, replica_port, other_replica_port = ports[6:9]
@@ -286,16 +350,14 @@ def start_services(
         )
     if only is not None:
         contenders = [gateway_contender, *variants]
-        return Started(contenders, [fast, *(c.service for c in contenders)], fast, None)
+        if "hop" in wanted:
+            nginx = _start_nginx(stack, workdir, nginx_port, fast_port, slow_port)
+            on_worker = _start_hello_on_gateway_worker(stack, workdir, worker_port)
+            contenders = [_no_hop_contender(fast), nginx, *contenders, on_worker]
+        services = [c.service for c in contenders if c.service is not fast]
+        return Started(contenders, [fast, *services], fast, None)
 
-    on_gateway_worker = stack.enter_context(
-        Service(
-            "upstream-on-gateway-worker",
-            gunicorn_argv("apps:upstream", worker_port, worker_class=GATEWAY_WORKER),
-            worker_port,
-            workdir,
-        )
-    )
+    on_gateway_worker = _start_hello_on_gateway_worker(stack, workdir, worker_port)
     slow = stack.enter_context(
         Service(
             "slow-upstream",
@@ -317,15 +379,7 @@ def start_services(
             },
         )
     )
-
-    prefix = workdir / "nginx"
-    prefix.mkdir()
-    conf = prefix / "nginx.conf"
-    conf.write_text(nginx_config(prefix, nginx_port, fast_port, slow_port), encoding="utf-8")
-    nginx_argv = [nginx_binary() or "nginx", "-p", str(prefix), "-e", str(prefix / "error.log")]
-    nginx = stack.enter_context(
-        Service("nginx", [*nginx_argv, "-c", str(conf)], nginx_port, workdir)
-    )
+    nginx = _start_nginx(stack, workdir, nginx_port, fast_port, slow_port)
 
     redis_url = stack.enter_context(redis_server(redis_port, workdir))
     replicas = [
@@ -339,14 +393,7 @@ def start_services(
     ]
     werkzeug = version("werkzeug")
     contenders = [
-        Contender(
-            "no_hop",
-            "gunicorn hello-world, no hop",
-            "hello-world (no hop)",
-            fast,
-            "wrk straight to the fast upstream.",
-            is_upstream=True,
-        ),
+        _no_hop_contender(fast),
         Contender(
             "proxy_middleware",
             "Werkzeug ProxyMiddleware",
@@ -357,31 +404,11 @@ def start_services(
             "log. It opens a new upstream connection for every request (it sends "
             "`Connection: close`).",
         ),
-        Contender(
-            "nginx",
-            "nginx proxy_pass",
-            "nginx",
-            nginx,
-            "2 worker processes, `proxy_pass` to an `upstream` block with `keepalive 64`, "
-            "HTTP/1.1 upstream, `proxy_request_buffering off` and "
-            "`proxy_max_temp_file_size 0` (bodies stream, nothing is spooled to disk), "
-            "default proxy buffer sizes, access log off.",
-        ),
+        nginx,
         gateway_contender,
         # Next to the gateway, so that within a round they run one after the other.
         *variants,
-        Contender(
-            "no_hop_gateway_worker",
-            "hello-world on the gateway's worker, no hop (reference)",
-            "hello, gateway worker",
-            on_gateway_worker,
-            "the fast upstream's app on the gateway's worker class, otherwise the same "
-            "settings, wrk straight to it. Not a target: it shows what the worker alone does "
-            "for any app. The targets compare the gateway with the upstream as it is "
-            "deployed, on gunicorn's own gevent worker.",
-            reference=True,
-            is_upstream=True,
-        ),
+        on_gateway_worker,
         Contender(
             "gateway_redis",
             "wechat-gateway, state in Redis",
@@ -394,8 +421,8 @@ def start_services(
             reference=True,
         ),
     ]
-    services = [fast, slow, proxy, nginx, gateway, *(c.service for c in variants)]
-    services += [on_gateway_worker, *replicas]
+    services = [fast, slow, proxy, nginx.service, gateway]
+    services += [*(c.service for c in variants), on_gateway_worker.service, *replicas]
     return Started(contenders, services, fast, redis_url)
 
 
@@ -507,6 +534,13 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "slow_requests": args.slow_requests,
             "slow_seconds": 3.0,
             "probe_after": 0.5,
+            # Issue 16: shorter, fewer rounds at these counts; [] when not measured.
+            "extra_connections": extra_connections(args),
+            "extra_runs": args.extra_runs,
+            "extra_duration": args.extra_duration,
+            # Issue 16: the upload MB/s rounds; None when not measured.
+            "upload_size": args.upload_mib * MIB if measures_uploads(args) else None,
+            "upload_rounds": args.upload_rounds if measures_uploads(args) else 0,
         },
         "command": "make bench",
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -575,6 +609,36 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     return results
 
 
+def measures_hop(args: argparse.Namespace) -> bool:
+    """Whether this run measures issue 16's second-hop figures (a full run, or ``--only hop``)."""
+    return not args.only or "hop" in args.only
+
+
+def extra_connections(args: argparse.Namespace) -> list[int]:
+    """The extra wrk connection counts this run measures (those not already main counts)."""
+    if not measures_hop(args) or args.extra_runs < 1:
+        return []
+    return [n for n in dict.fromkeys(args.extra_connections) if n not in args.connections]
+
+
+def measures_uploads(args: argparse.Namespace) -> bool:
+    return measures_hop(args) and args.upload_rounds > 0 and args.upload_mib > 0
+
+
+def wrk_schedule(args: argparse.Namespace) -> list[list[tuple[int, float]]]:
+    """For each round, its wrk runs as (connections, seconds), fewest connections first: the
+    main counts in each of the ``--runs`` rounds, the extra counts (``--extra-duration``
+    seconds each) in the first ``--extra-runs`` rounds."""
+    extra = extra_connections(args)
+    rounds = max(args.runs, args.extra_runs if extra else 0)
+    schedule = []
+    for round_ in range(1, rounds + 1):
+        plan = [(n, float(args.duration)) for n in args.connections if round_ <= args.runs]
+        plan += [(n, float(args.extra_duration)) for n in extra if round_ <= args.extra_runs]
+        schedule.append(sorted(plan))
+    return schedule
+
+
 @contextlib.contextmanager
 def _step(contender: Contender, what: str) -> Iterator[None]:
     """Name the contender and the measurement in any error raised inside."""
@@ -595,11 +659,12 @@ def run_all(
 ) -> None:
     preflight(contenders, headers)
     width = max(len(c.label) for c in contenders)
+    counts = [*args.connections, *extra_connections(args)]
     for contender in contenders:
         with _step(contender, "the warm-up"):
             url = f"http://127.0.0.1:{contender.port}/hello"
             clients.wrk(url, max(args.connections), 2, script, headers)
-        results["throughput"][contender.key] = {str(n): [] for n in args.connections}
+        results["throughput"][contender.key] = {str(n): [] for n in counts}
     pids = {c.key: c.service.pids() for c in contenders}
     upstream_pids = upstream.pids()
     for contender in contenders:
@@ -608,14 +673,16 @@ def run_all(
     # Rounds interleave the contenders, so a noisy minute hits them all alike; every other
     # round runs them in reverse order, since the later of two runs in a row tends to be
     # charged more CPU per request (a few percent when both are the same server).
-    for round_ in range(1, args.runs + 1):
-        for connections in args.connections:
+    # The extra connection counts (issue 16: 1 and 256) run in the first rounds only, and
+    # shorter, to keep the whole run near a quarter of an hour.
+    for round_, plan in enumerate(wrk_schedule(args), start=1):
+        for connections, seconds in plan:
             for contender in contenders if round_ % 2 else contenders[::-1]:
                 own = pids[contender.key]
                 before = cpu_seconds(own), cpu_seconds(upstream_pids)
                 with _step(contender, f"1 KB GETs at {connections} connections"):
                     url = f"http://127.0.0.1:{contender.port}/hello"
-                    run = clients.wrk(url, connections, args.duration, script, headers)
+                    run = clients.wrk(url, connections, seconds, script, headers)
                 after = cpu_seconds(own), cpu_seconds(upstream_pids)
                 if sorted(pids[contender.key]) != sorted(contender.service.pids()):
                     raise RuntimeError(f"{contender.label}: a worker died or was replaced")
@@ -634,6 +701,8 @@ def run_all(
                     f"µs/req{errors}",
                     flush=True,
                 )
+    if measures_uploads(args):
+        upload_rounds(args, results, contenders, upstream, headers, width)
     if args.only:
         return
 
@@ -672,6 +741,48 @@ def run_all(
         )
 
 
+def upload_rounds(
+    args: argparse.Namespace,
+    results: dict[str, Any],
+    contenders: list[Contender],
+    upstream: Service,
+    headers: dict[str, str],
+    width: int,
+) -> None:
+    """Issue 16's upload MB/s: ``--upload-mib`` POSTed to each contender (not the references)
+    ``--upload-rounds`` times, contenders interleaved as in the GET rounds, with the CPU time
+    the contender's processes and the upstream's spent on each."""
+    size = args.upload_mib * MIB
+    chosen = [c for c in contenders if not c.reference]
+    results["uploads"] = {c.key: [] for c in chosen}
+    upstream_pids = upstream.pids()
+    for round_ in range(1, args.upload_rounds + 1):
+        for contender in chosen if round_ % 2 else chosen[::-1]:
+            time.sleep(0.5)
+            own = contender.service.pids()
+            before = cpu_seconds(own), cpu_seconds(upstream_pids)
+            with _step(contender, f"the {args.upload_mib} MiB upload of round {round_}"):
+                seconds = clients.upload(contender.port, size, headers)
+            after = cpu_seconds(own), cpu_seconds(upstream_pids)
+            record = {
+                "size": size,
+                "seconds": seconds,
+                "cpu_seconds": after[0] - before[0],
+                "upstream_cpu_seconds": None if contender.is_upstream else after[1] - before[1],
+            }
+            results["uploads"][contender.key].append(record)
+            behind = (
+                ""
+                if record["upstream_cpu_seconds"] is None
+                else f", upstream {record['upstream_cpu_seconds']:.2f} s"
+            )
+            print(
+                f"{contender.label:<{width}}  upload {args.upload_mib} MiB  round {round_}: "
+                f"{size / 1e6 / seconds:7,.0f} MB/s  CPU {record['cpu_seconds']:.2f} s{behind}",
+                flush=True,
+            )
+
+
 def write_report(results: dict[str, Any]) -> None:
     if results.get("only"):
         raise SystemExit("a run with --only is partial: it cannot make docs/benchmarks.md")
@@ -693,7 +804,30 @@ def main() -> None:
         "--connections", type=int, nargs="+", default=[16, 64], help="wrk connection counts"
     )
     parser.add_argument(
+        "--extra-connections",
+        type=int,
+        nargs="*",
+        default=[1, 256],
+        help="wrk connection counts also measured, in fewer and shorter rounds (issue 16: "
+        "p50 latency at 1, req/s at 256); none to skip them",
+    )
+    parser.add_argument(
+        "--extra-runs", type=int, default=3, help="rounds at the extra connection counts"
+    )
+    parser.add_argument(
+        "--extra-duration", type=float, default=5, help="seconds per wrk run at the extra counts"
+    )
+    parser.add_argument(
         "--transfer-mib", type=int, default=1024, help="download/upload size in MiB"
+    )
+    parser.add_argument(
+        "--upload-mib",
+        type=int,
+        default=256,
+        help="size of the interleaved upload rounds (issue 16's MB/s comparison)",
+    )
+    parser.add_argument(
+        "--upload-rounds", type=int, default=3, help="upload rounds (median kept); 0 to skip"
     )
     parser.add_argument("--slow-requests", type=int, default=120, help="requests to park")
     parser.add_argument(
@@ -746,7 +880,7 @@ def main() -> None:
     saved.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"saved {saved}")
     for name, measured, ok in report.targets(results):
-        print(f"{'PASS' if ok else 'FAIL'}  {name}: {measured}")
+        print(f"{report.verdict_word(ok)}  {name}: {measured}")
     if not args.no_docs and not args.only:
         write_report(results)
 

@@ -1,6 +1,6 @@
 """The connection side of an upstream: its origin, timeouts and pooled idle connections.
 
-Connections are pooled per upstream and per worker process (up to 64 idle). Every pooled
+Connections are pooled per upstream and per worker process (up to 256 idle). Every pooled
 connection is checked with a non-blocking peek before reuse, however briefly it was idle,
 so bytes an upstream sent past the end of its last answer are never read as the next one.
 """
@@ -20,7 +20,7 @@ from gateway.http.sockets import describe_failure, looks_open
 if TYPE_CHECKING:
     from gateway.config import UpstreamSettings
 
-_MAX_IDLE = 64
+_MAX_IDLE = 256
 
 
 class Upstream:
