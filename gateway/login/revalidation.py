@@ -62,7 +62,11 @@ class Revalidator:
         self.timeout = timeout
         self.clock = clock
         #: Per session: the confirmed session, or None for "gone".
-        self._recent: TTLCache[str, Session | None] = TTLCache(maxsize=4096, ttl=_REMEMBER)
+        # Never longer than the interval: a member disabled after one confirmation must
+        # lose access at the next revalidation, not when this worker forgets the answer.
+        self._recent: TTLCache[str, Session | None] = TTLCache(
+            maxsize=4096, ttl=min(_REMEMBER, interval)
+        )
         #: Per session: set when the check in flight has an answer.
         self._in_flight: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
