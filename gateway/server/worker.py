@@ -7,7 +7,8 @@ and error handling are used as they are; three things cost less:
 - the response head and the first body piece leave in one ``send`` (gunicorn writes them
   separately: two system calls, and two wake-ups of the client for every small answer);
 - the ``Date`` header is formatted once a second, not with ``email.utils`` per response;
-- each gunicorn setting is looked up once per worker, not validated on every access.
+- each gunicorn setting is looked up once per worker, not validated on every access, and
+  the constant part of the environ (with its ``wsgi.errors`` stream) is built once.
 
 And one thing gunicorn does not do: an app's own ``Server`` and ``Date`` fields (the
 upstream's, for a proxied answer) are kept instead of being replaced by gunicorn's.
@@ -132,6 +133,18 @@ class _SettledConfig:
         return value
 
 
+def _settle_base_environ(cfg: Any) -> None:
+    """gunicorn builds every request's environ from ``base_environ(cfg)``: a handful of
+    constants, plus a ``wsgi.errors`` stream wrapper that looks its logger up each time.
+    In a worker none of it changes, so it is built once and copied."""
+    base: dict[str, Any] = wsgi.base_environ(cfg)
+
+    def base_environ(_: Any) -> dict[str, Any]:
+        return base.copy()
+
+    wsgi.base_environ = base_environ
+
+
 class GatewayWorker(GeventWorker):  # type: ignore[misc]
     """The default worker: gunicorn's ``gevent`` worker with ``GatewayResponse``."""
 
@@ -147,6 +160,7 @@ class GatewayWorker(GeventWorker):  # type: ignore[misc]
         self._retired = []
         # After fork, in the worker: the settings are final here.
         self.cfg = _SettledConfig(self.cfg)
+        _settle_base_environ(self.cfg)
         super().init_process()
 
     def run(self) -> None:
