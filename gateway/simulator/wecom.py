@@ -221,12 +221,15 @@ _ERRMSGS: Final[Mapping[int, str]] = {
     40013: "invalid corpid",
     40014: "invalid access_token",
     40029: "invalid code",
+    40056: "invalid agentid",
+    40091: "secret is invalid",
     41001: "access_token missing",
     41002: "corpid missing",
     41004: "corpsecret missing",
     41008: "missing code",
     41009: "missing userid",
     42001: "access_token expired",
+    42003: "code expired",
     45009: "api freq out of limit",
     45033: "api concurrent out of limit",
     47001: "Warning: wrong json format. data format error",
@@ -236,9 +239,11 @@ _ERRMSGS: Final[Mapping[int, str]] = {
     60003: "department not found",
     60011: "no privilege to access/modify contact/party/agent ",
     60020: "not allow to access from your ip",
+    60021: "userid not in the visible range of the app",
     60111: "userid not found",
     84014: "user ticket expired",
     84015: "invalid user ticket",
+    84025: "invalid state",
     301002: "not allow operate another agent with this accesstoken.",
 }
 
@@ -818,7 +823,7 @@ class WeComState:
         """WeCom's error object: errmsg with the hint suffix, plus the list key as ``[]``
         on list endpoints."""
         hint = f"{int(self.now()) % 10**10:010d}{secrets.randbelow(10**15):015d}"
-        text = _ERRMSGS.get(errcode, "system busy")
+        text = _ERRMSGS.get(errcode, "unknown error")
         payload: dict[str, object] = {
             "errcode": errcode,
             "errmsg": f"{text}, hint: [{hint}], from ip: {ip}, "

@@ -135,12 +135,12 @@ def test_new_skips_the_pool(upstream: Upstream, listener: Listener) -> None:
     sock.close()
 
 
-def test_the_pool_keeps_at_most_64_idle_connections(upstream: Upstream) -> None:
-    pairs = [socket.socketpair() for _ in range(65)]
+def test_the_pool_keeps_at_most_256_idle_connections(upstream: Upstream) -> None:
+    pairs = [socket.socketpair() for _ in range(257)]
     try:
         for ours, _ in pairs:
             upstream.release(ours)
-        assert pairs[-1][0].fileno() == -1, "the 65th idle connection was kept"
+        assert pairs[-1][0].fileno() == -1, "the 257th idle connection was kept"
         assert all(ours.fileno() != -1 for ours, _ in pairs[:-1])
         upstream.close()
         assert all(ours.fileno() == -1 for ours, _ in pairs)
