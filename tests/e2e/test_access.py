@@ -594,6 +594,7 @@ def test_a_session_on_a_public_path_gets_its_identity_injected(
             "X-WeChat-UnionID": [wechat.unionid("alice")],
             "X-WeChat-Nickname": ["Tester"],  # what session_cookie() seals
             "X-WeChat-Avatar": ["https://thirdwx.qlogo.cn/mmopen/vi_32/test/132"],
+            "X-WeChat-Provider": ["wechat"],
         }, variant
         assert b"spoof" not in seen.head, variant
         assert COOKIE not in (seen.value("Cookie") or "")

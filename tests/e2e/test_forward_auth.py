@@ -118,6 +118,7 @@ def test_allowed_session_gets_2xx_with_identity_headers(pair: Pair, trusted: boo
         "X-WeChat-UnionID": wechat.unionid("alice"),
         "X-WeChat-Nickname": "Tester",
         "X-WeChat-Avatar": "https://thirdwx.qlogo.cn/mmopen/vi_32/test/132",
+        "X-WeChat-Provider": "wechat",
     }
     assert reply.values("Set-Cookie") == []
     head = pair.check(trusted, [], "alice", method="HEAD")

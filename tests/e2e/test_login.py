@@ -310,6 +310,7 @@ def test_login_hop_by_hop(gw: Deployment) -> None:
         "X-WeChat-UnionID": user["unionid"],
         "X-WeChat-Nickname": "Alice",
         "X-WeChat-Avatar": user["avatar"],
+        "X-WeChat-Provider": "wechat",
     }
     assert_clean_log(gw, code_of(callback_url))
 
@@ -339,6 +340,7 @@ def test_identity_headers_reach_the_app(gw: Deployment, user: str, nickname_head
         "X-WeChat-UnionID": expected["unionid"],
         "X-WeChat-Nickname": nickname_header,
         "X-WeChat-Avatar": expected["avatar"],
+        "X-WeChat-Provider": "wechat",
     }
 
 
@@ -531,6 +533,7 @@ def test_spoofed_identity_headers_on_authenticated_requests(gw: Deployment) -> N
         "X-WeChat-UnionID": user["unionid"],
         "X-WeChat-Nickname": "%E5%BC%A0%E4%B8%89%F0%9F%9A%80",
         "X-WeChat-Avatar": user["avatar"],
+        "X-WeChat-Provider": "wechat",
     }
     for echo in _spoof_requests(gw.url + "/private", f"{COOKIE}={browser.session_value()}"):
         assert echo.wechat_headers() == expected
@@ -1129,6 +1132,7 @@ def test_userinfo(gw: Deployment) -> None:
         "app_id": website,
         "nickname": user["nickname"].replace("\x14", ""),
         "avatar": user["avatar"],
+        "provider": "wechat",
     }
 
 

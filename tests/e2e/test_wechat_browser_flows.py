@@ -127,6 +127,7 @@ def test_login_inside_wechat_carries_the_official_accounts_identity(gw: Site) ->
         "X-WeChat-UnionID": user["unionid"],
         "X-WeChat-Nickname": "%E5%BC%A0%E4%B8%89%F0%9F%9A%80",
         "X-WeChat-Avatar": user["avatar"],
+        "X-WeChat-Provider": "wechat",
     }
     # The code went to the Official Account's app, and the profile was read with its token.
     exchanges = gw.calls("access_token")
@@ -179,6 +180,7 @@ def test_snsapi_base_signs_in_without_a_profile_call(gw_base: Site) -> None:
         "X-WeChat-UnionID": user["unionid"],
         "X-WeChat-Nickname": "",
         "X-WeChat-Avatar": "",
+        "X-WeChat-Provider": "wechat",
     }
     assert gw_base.calls("userinfo") == []  # WeChat would answer 48001
     info = browser.get(gw_base.url + "/_gateway/userinfo").json()
@@ -258,6 +260,7 @@ def test_fetch_profile_off_never_calls_userinfo(gw_plain: Site) -> None:
         "X-WeChat-UnionID": user["unionid"],
         "X-WeChat-Nickname": "",
         "X-WeChat-Avatar": "",
+        "X-WeChat-Provider": "wechat",
     }
 
 

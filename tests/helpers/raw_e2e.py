@@ -42,6 +42,7 @@ IDENTITY_HEADERS = (
     "X-WeChat-UnionID",
     "X-WeChat-Nickname",
     "X-WeChat-Avatar",
+    "X-WeChat-Provider",
 )
 
 #: Every way a client might spell an identity header.
