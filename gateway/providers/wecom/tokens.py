@@ -225,6 +225,13 @@ class AccessTokens:
                 if self._stored_failure(app, client) is not None:
                     return token.value
                 lock = self._try_lock(app, client, fetch_by)
+                if lock is not None:
+                    # Refreshed by the holder before, after this caller looked.
+                    stored = self._load(app)
+                    if stored is not None and now < stored.refresh_at:
+                        self._unlock(app, client, lock)
+                        app.token = stored
+                        return stored.value
             except StoreUnavailable:
                 return token.value
             if lock is None:
@@ -258,6 +265,12 @@ class AccessTokens:
                     raise self._error(client, failure)
                 lock = self._try_lock(app, client, deadline)
                 if lock is not None:
+                    # The holder before may have stored a token after this loop looked.
+                    stored = self._load(app)
+                    if stored is not None and self._clock() < stored.expires_at:
+                        self._unlock(app, client, lock)
+                        app.token = stored
+                        return stored.value
                     return self._fetch(app, client, deadline, lock)
                 left = deadline - client.monotonic()
                 if left <= 0:
