@@ -39,7 +39,6 @@ never stringified and never chained.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -49,9 +48,16 @@ from typing import Any, Final
 from urllib.parse import quote, urlsplit
 
 import requests
-import urllib3.exceptions
 
-from gateway.providers.transport import failure_reason, new_session, read_reply
+from gateway.providers.transport import (
+    RoundTripFailed,
+    RoundTripTimeout,
+    errcode_of,
+    json_object,
+    new_session,
+    round_trip,
+    scrub,
+)
 from gateway.server.greenlets import gevent_timeout
 
 __all__ = [
@@ -77,27 +83,6 @@ __all__ = [
 
 logger = logging.getLogger("gateway.wechat")
 
-
-class _RedactQuery(logging.Filter):
-    """Blank out secrets in urllib3's DEBUG request lines, which include the query string.
-
-    Without it, turning on debug logging would write the app secret and every code and
-    token to the log.
-    """
-
-    _PATTERN: Final = re.compile(r"\b(secret|code|access_token|refresh_token)=[^&\s\"]*")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            record.msg = self._PATTERN.sub(r"\1=***", record.getMessage())
-            record.args = None
-        return True
-
-
-# Installed on import: the request lines it protects are the ones this client makes.
-_URLLIB3_LOGGER: Final = logging.getLogger("urllib3.connectionpool")
-if not any(isinstance(f, _RedactQuery) for f in _URLLIB3_LOGGER.filters):
-    _URLLIB3_LOGGER.addFilter(_RedactQuery())
 
 # A token reply is a few hundred bytes; anything far larger is not WeChat talking.
 _MAX_BODY: Final = 64 * 1024
@@ -255,7 +240,7 @@ def _api_error(
         errcode, (UnknownAPIError, "unknown error", "see WeChat's errcode documentation")
     )
     rid_match = _ERRMSG_RID_RE.search(errmsg)
-    message = _scrub(_ERRMSG_SUFFIX_RE.sub("", errmsg).strip(), secrets)[:200]
+    message = scrub(_ERRMSG_SUFFIX_RE.sub("", errmsg).strip(), secrets)[:200]
     return kind(
         endpoint,
         errcode,
@@ -264,14 +249,6 @@ def _api_error(
         errmsg=message,
         rid=rid_match.group(1) if rid_match else None,
     )
-
-
-def _scrub(text: str, secrets: Iterable[str]) -> str:
-    # WeChat's errmsg is foreign text; make sure it never echoes what we sent.
-    for value in secrets:
-        if value:
-            text = text.replace(value, "***")
-    return text
 
 
 # --- results ---------------------------------------------------------------------------
@@ -505,43 +482,20 @@ class WeChatClient:
     ) -> dict[str, Any]:
         """One HTTP round trip within ``timeout`` as a whole, however slowly WeChat's bytes
         come. requests' exceptions are never let out or chained."""
-        failure: WeChatTransportError | None = None
-        # requests bounds each socket wait, not the whole reply: a server that trickles
-        # could hold a sign-in for ever. Under gevent one timer bounds it all; the body is
-        # also read against a deadline, which is what bounds it on threads.
+        hint = _transport_hint(self._api_base)
         timer = self._timer(timeout) if self._timer is not None else None
-        if timer is not None:
-            timer.start()
+        failure: WeChatTransportError | None = None
         try:
-            with self._session.get(
-                self._api_base + path,
-                params=params,
-                timeout=(timeout, timeout),
-                allow_redirects=False,
-                stream=True,
-            ) as resp:
-                status = resp.status_code
-                raw = read_reply(resp, time.monotonic() + timeout, _MAX_BODY)
-        except (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError):
-            failure = WeChatTimeout(
-                endpoint, f"no reply within {timeout:.2g}s", _transport_hint(self._api_base)
+            status, raw = round_trip(
+                self._session, self._api_base + path, params, timeout, _MAX_BODY, timer
             )
-        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            failure = WeChatUnavailable(
-                endpoint, failure_reason(exc), _transport_hint(self._api_base)
-            )
-        except BaseException as exc:
-            if timer is None or exc is not timer:
-                raise
-            failure = WeChatTimeout(
-                endpoint, f"no whole reply within {timeout:.2g}s", _transport_hint(self._api_base)
-            )
-        finally:
-            if timer is not None:
-                timer.close()
+        except RoundTripTimeout as exc:
+            what = "no whole reply" if exc.whole else "no reply"
+            failure = WeChatTimeout(endpoint, f"{what} within {timeout:.2g}s", hint)
+        except RoundTripFailed as exc:
+            failure = WeChatUnavailable(endpoint, exc.reason, hint)
         if failure is not None:
-            # Raised outside the except block so that the requests exception (whose text
-            # holds the URL with secret= and code=) is not attached as __context__.
+            # Raised outside the except block: nothing of the round trip is chained to it.
             raise failure
         if status != 200:
             raise WeChatProtocolError(endpoint, f"HTTP status {status}")
@@ -567,26 +521,17 @@ def _transport_hint(api_base: str) -> str:
 
 
 def _decode(endpoint: str, raw: bytes) -> dict[str, Any]:
-    # WeChat says text/plain without a charset, sends UTF-8 and leaves raw control
-    # characters inside strings; the declared type is ignored on purpose.
-    try:
-        body = json.loads(raw.decode("utf-8", "replace"), strict=False)
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
+    body = json_object(raw)
+    if body is None:
         raise WeChatProtocolError(endpoint, "the reply is not a JSON object")
     return body
 
 
-def _errcode(endpoint: str, body: Mapping[str, Any]) -> int:
-    value = body.get("errcode", 0)
-    if isinstance(value, bool):
+def _errcode(endpoint: str, body: dict[str, Any]) -> int:
+    errcode = errcode_of(body)
+    if errcode is None:
         raise WeChatProtocolError(endpoint, "errcode is not a number")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,9}", value):
-        return int(value)
-    raise WeChatProtocolError(endpoint, "errcode is not a number")
+    return errcode
 
 
 def _token_result(endpoint: str, body: Mapping[str, Any]) -> TokenResult:

@@ -8,60 +8,8 @@ sign-in, revalidation) belongs beside them; login state, cookies and sessions do
 (``gateway.login``, ``gateway.auth``).
 """
 
-from gateway.providers.wecom.client import (
-    USERINFO_APIS,
-    AccessTokenInvalid,
-    AppMisconfigured,
-    CodeInvalid,
-    CredentialsInvalid,
-    Department,
-    DepartmentNotFound,
-    ExternalUser,
-    IssuedToken,
-    Member,
-    MemberNotFound,
-    MemberNotVisible,
-    RateLimited,
-    RequestInvalid,
-    SystemBusy,
-    UnknownAPIError,
-    UserTicketInvalid,
-    WeComAPIError,
-    WeComClient,
-    WeComError,
-    WeComProtocolError,
-    WeComTimeout,
-    WeComTransportError,
-    WeComUnavailable,
-    WeComUser,
-)
+from gateway.providers.wecom import client
+from gateway.providers.wecom.client import *  # noqa: F403 - the package's face is the client's
 from gateway.providers.wecom.tokens import AccessTokens
 
-__all__ = [
-    "USERINFO_APIS",
-    "AccessTokenInvalid",
-    "AccessTokens",
-    "AppMisconfigured",
-    "CodeInvalid",
-    "CredentialsInvalid",
-    "Department",
-    "DepartmentNotFound",
-    "ExternalUser",
-    "IssuedToken",
-    "Member",
-    "MemberNotFound",
-    "MemberNotVisible",
-    "RateLimited",
-    "RequestInvalid",
-    "SystemBusy",
-    "UnknownAPIError",
-    "UserTicketInvalid",
-    "WeComAPIError",
-    "WeComClient",
-    "WeComError",
-    "WeComProtocolError",
-    "WeComTimeout",
-    "WeComTransportError",
-    "WeComUnavailable",
-    "WeComUser",
-]
+__all__ = [*client.__all__, "AccessTokens"]  # noqa: PLE0604

@@ -55,7 +55,6 @@ and ``access_token=``), so they are never stringified and never chained.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 import time
@@ -64,9 +63,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import requests
-import urllib3.exceptions
 
-from gateway.providers.transport import failure_reason, new_session, read_reply
+from gateway.providers.transport import (
+    RoundTripFailed,
+    RoundTripTimeout,
+    errcode_of,
+    json_object,
+    new_session,
+    round_trip,
+    scrub,
+)
 from gateway.server.greenlets import gevent_timeout
 
 if TYPE_CHECKING:
@@ -104,33 +110,6 @@ logger = logging.getLogger("gateway.wecom")
 
 _T = TypeVar("_T")
 
-
-class _RedactQuery(logging.Filter):
-    """Blank out secrets in urllib3's DEBUG request lines, which include the query string.
-
-    Without it, turning on debug logging would write the corp secret and every code, token
-    and user ticket to the log. It reads the formatted line whatever another filter did
-    before it (the WeChat client's clears ``args``), and also covers the WeChat client's
-    parameters, since after it that filter finds no ``args`` left to work on.
-    """
-
-    _PATTERN: Final = re.compile(
-        r"\b(corpsecret|secret|code|access_token|refresh_token|user_ticket)=[^&\s\"]*"
-    )
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = self._PATTERN.sub(r"\1=***", message)
-        if redacted != message:
-            record.msg = redacted
-            record.args = None
-        return True
-
-
-# Installed on import: the request lines it protects are the ones this client makes.
-_URLLIB3_LOGGER: Final = logging.getLogger("urllib3.connectionpool")
-if not any(isinstance(f, _RedactQuery) for f in _URLLIB3_LOGGER.filters):
-    _URLLIB3_LOGGER.addFilter(_RedactQuery())
 
 #: The ``userinfo_api`` choices: ``auth`` (``auth/getuserinfo``), ``legacy``
 #: (``user/getuserinfo``), ``auto`` (the first, falling back to the second for good when
@@ -392,7 +371,7 @@ def api_error(
         )
     hint = _ERRMSG_HINT_RE.search(errmsg)
     from_ip = _ERRMSG_IP_RE.search(errmsg)
-    text = _scrub(_ERRMSG_SUFFIX_RE.sub("", errmsg).strip(), secrets)
+    text = scrub(_ERRMSG_SUFFIX_RE.sub("", errmsg).strip(), secrets)
     advice = advice.format(key=config_key, ip=from_ip.group(1) if from_ip else "this host's IP")
     return kind(
         endpoint,
@@ -403,14 +382,6 @@ def api_error(
         hint=hint.group(1) if hint else None,
         from_ip=from_ip.group(1) if from_ip else None,
     )
-
-
-def _scrub(text: str, secrets: Iterable[str]) -> str:
-    # WeCom's errmsg is foreign text; make sure it never echoes what we sent.
-    for value in secrets:
-        if value:
-            text = text.replace(value, "***")
-    return text
 
 
 # --- results ---------------------------------------------------------------------------
@@ -749,38 +720,25 @@ class WeComClient:
     ) -> dict[str, Any]:
         """One HTTP round trip within ``timeout`` as a whole, however slowly WeCom's bytes
         come. requests' exceptions are never let out or chained."""
-        failure: WeComTransportError | None = None
-        # requests bounds each socket wait, not the whole reply: a server that trickles
-        # could hold a sign-in for ever. Under gevent one timer bounds it all; the body is
-        # also read against a deadline, which is what bounds it on threads.
-        timer = self._timer(timeout) if self._timer is not None else None
-        if timer is not None:
-            timer.start()
         advice = _transport_advice(self._api_base)
+        timer = self._timer(timeout) if self._timer is not None else None
+        failure: WeComTransportError | None = None
         try:
-            with self._session.get(
+            status, raw = round_trip(
+                self._session,
                 f"{self._api_base}/cgi-bin/{endpoint}",
-                params=params,
-                timeout=(timeout, timeout),
-                allow_redirects=False,
-                stream=True,
-            ) as resp:
-                status = resp.status_code
-                raw = read_reply(resp, time.monotonic() + timeout, max_body)
-        except (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError):
-            failure = WeComTimeout(endpoint, f"no reply within {timeout:.2g}s", advice)
-        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            failure = WeComUnavailable(endpoint, failure_reason(exc), advice)
-        except BaseException as exc:
-            if timer is None or exc is not timer:
-                raise
-            failure = WeComTimeout(endpoint, f"no whole reply within {timeout:.2g}s", advice)
-        finally:
-            if timer is not None:
-                timer.close()
+                params,
+                timeout,
+                max_body,
+                timer,
+            )
+        except RoundTripTimeout as exc:
+            what = "no whole reply" if exc.whole else "no reply"
+            failure = WeComTimeout(endpoint, f"{what} within {timeout:.2g}s", advice)
+        except RoundTripFailed as exc:
+            failure = WeComUnavailable(endpoint, exc.reason, advice)
         if failure is not None:
-            # Raised outside the except block so that the requests exception (whose text
-            # holds the URL with the secret, code or token) is not attached as __context__.
+            # Raised outside the except block: nothing of the round trip is chained to it.
             raise failure
         if status != 200:
             raise WeComProtocolError(endpoint, f"HTTP status {status}", status=status)
@@ -797,27 +755,19 @@ def _transport_advice(api_base: str) -> str:
 
 
 def _decode(endpoint: str, raw: bytes) -> dict[str, Any]:
-    # Names may carry raw control characters; the declared content type is not relied on.
-    try:
-        body = json.loads(raw.decode("utf-8", "replace"), strict=False)
-    except (ValueError, RecursionError):
-        body = None
-    if not isinstance(body, dict):
+    body = json_object(raw)
+    if body is None:
         raise WeComProtocolError(endpoint, "the reply is not a JSON object")
     return body
 
 
-def _errcode(endpoint: str, body: Mapping[str, Any]) -> int:
+def _errcode(endpoint: str, body: dict[str, Any]) -> int:
     # WeCom always sends errcode; a success without it is read as a success, and then
     # the fields the caller needs decide.
-    value = body.get("errcode", 0)
-    if isinstance(value, bool):
+    errcode = errcode_of(body)
+    if errcode is None:
         raise WeComProtocolError(endpoint, "errcode is not a number")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,9}", value):
-        return int(value)
-    raise WeComProtocolError(endpoint, "errcode is not a number")
+    return errcode
 
 
 def _errmsg(body: Mapping[str, Any]) -> str:
