@@ -133,18 +133,17 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, Self, cast, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, cast, get_args
 from urllib.parse import quote, urlencode, urlsplit
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.urls import iri_to_uri
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Request, Response
 
 from gateway.simulator import wecom_pages as pages
+from gateway.simulator.server import Served
 from gateway.web.i18n import Lang, negotiate_lang
 
 if TYPE_CHECKING:
@@ -2023,61 +2022,17 @@ def _redirect(url: str) -> Response:
     return redirect(iri_to_uri(url), 302)
 
 
-class _RequestHandler(WSGIRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        # The query string carries secrets, codes and tokens: log the path only.
-        self.log("info", '"%s %s" %s', self.command, self.path.partition("?")[0], code)
-
-
-class WeComSimulatorServer:
+class WeComSimulatorServer(Served[WeComSimulator]):
     """``with WeComSimulatorServer(WeComSimulator.default()) as server: server.url ...``
 
     Werkzeug's threaded development server on a background thread: for loopback demos and
-    tests only. ``port=0`` picks a free port; ``url`` tells which one was bound.
+    tests only. ``url`` serves as ``api_base``, ``login_base``, ``qrconnect_base`` and
+    ``open_base``.
     """
 
-    def __init__(self, simulator: WeComSimulator, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.simulator = simulator
-        self._server: BaseWSGIServer = make_server(
-            host, port, simulator, threaded=True, request_handler=_RequestHandler
-        )
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="wecom-simulator", daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        """The base URL: ``api_base``, ``login_base``, ``qrconnect_base`` and ``open_base``."""
-        host = self._server.server_address[0]
-        if isinstance(host, bytes):
-            host = host.decode()
-        shown = f"[{host}]" if ":" in str(host) else str(host)
-        return f"http://{shown}:{self._server.server_port}"
-
-    @property
-    def domain(self) -> str:
-        """``host:port``, as an app's trusted domain would name this server."""
-        return self.url.removeprefix("http://")
-
-    def start(self) -> Self:
-        self._thread.start()
-        return self
+    thread_name = "wecom-simulator"
 
     def stop(self) -> None:
         """Release hung calls, stop accepting requests and close the listening socket."""
         self.simulator.release_hangs()
-        if self._thread.is_alive():
-            self._server.shutdown()
-            self._thread.join()
-        self._server.server_close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        super().stop()
