@@ -91,6 +91,7 @@ class SignInSite:
             timeout=5,
         )
         self.states: set[str] = set()
+        self.answered: dict[tuple[str | None, str | None], bytes] = {}
         self.server: BaseWSGIServer = make_server(
             "127.0.0.1", 0, self, threaded=True, request_handler=_Quiet
         )
@@ -124,6 +125,12 @@ class SignInSite:
                 branding=BRANDING,
             )
         if path == "/_gateway/callback":
+            answered = self.answered.get((query.get("state"), query.get("code")))
+            if answered is not None:
+                # The top window sent twice (the click, and the frame's poll seeing the
+                # scan confirmed): the same answer, as the gateway gives it.
+                start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
+                return [answered]
             try:
                 if query.get("state") not in self.states:
                     raise LoginStateInvalid(actions=retry)
@@ -135,6 +142,7 @@ class SignInSite:
             except GatewayError as error:
                 return error_response(environ, start_response, error, branding=BRANDING)
             body = f'<p id="greeting">{profile.nickname}</p><p id="openid">{token.openid}</p>'
+            self.answered[(query["state"], query["code"])] = body.encode()
             start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
             return [body.encode()]
         if path == "/_gateway/logout":
