@@ -13,9 +13,9 @@ import hmac
 import secrets
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Final, Literal, get_args
+from typing import Final, Literal, Protocol, get_args
 from urllib.parse import urlencode, urlsplit
 
 from gateway.simulator.wire import error_payload
@@ -73,6 +73,44 @@ class SimUser:
     snapshot: bool = False
 
 
+class _FaultFields(Protocol):
+    @property
+    def endpoint(self) -> str: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def errcode(self) -> int: ...
+    @property
+    def status(self) -> int: ...
+    @property
+    def delay(self) -> float: ...
+    @property
+    def body(self) -> str | None: ...
+    @property
+    def times(self) -> int: ...
+
+
+def check_fault(fault: _FaultFields, endpoints: Iterable[str], modes: Iterable[str]) -> None:
+    """A fault's fields, checked: faults arrive as JSON from the control API, so the
+    annotations are not enough. Shared by the WeChat and the WeCom simulator."""
+    numbers = (fault.errcode, fault.status, fault.times)
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in numbers):
+        raise ValueError("errcode, status and times must be integers")
+    if isinstance(fault.delay, bool) or not isinstance(fault.delay, int | float):
+        raise ValueError("delay must be a number of seconds")
+    if fault.body is not None and not isinstance(fault.body, str):
+        raise ValueError("body must be a string")
+    endpoints, modes = tuple(endpoints), tuple(modes)
+    if fault.endpoint != "*" and fault.endpoint not in endpoints:
+        raise ValueError(f"endpoint must be one of {', '.join(endpoints)} or *")
+    if fault.mode not in modes:
+        raise ValueError(f"mode must be one of {', '.join(modes)}")
+    if fault.times < 1:
+        raise ValueError("times must be at least 1")
+    if fault.delay < 0 or not 100 <= fault.status <= 599:
+        raise ValueError("delay must be >= 0 and status a valid HTTP status")
+
+
 @dataclass(slots=True)
 class Fault:
     """A failure injected into the next ``times`` calls of ``endpoint`` (``*``: any).
@@ -93,20 +131,7 @@ class Fault:
     times: int = 1
 
     def __post_init__(self) -> None:
-        # Faults arrive as JSON from the control API, so the annotations are not enough.
-        numbers_ok = all(isinstance(n, int) for n in (self.errcode, self.status, self.times))
-        if not numbers_ok or not isinstance(self.delay, int | float):
-            raise ValueError("errcode, status and times must be integers, delay a number")
-        if self.body is not None and not isinstance(self.body, str):
-            raise ValueError("body must be a string")
-        if self.endpoint != "*" and self.endpoint not in ENDPOINTS:
-            raise ValueError(f"endpoint must be one of {', '.join(ENDPOINTS)} or *")
-        if self.mode not in FAULT_MODES:
-            raise ValueError(f"mode must be one of {', '.join(FAULT_MODES)}")
-        if self.times < 1:
-            raise ValueError("times must be at least 1")
-        if self.delay < 0 or not 100 <= self.status <= 599:
-            raise ValueError("delay must be >= 0 and status a valid HTTP status")
+        check_fault(self, ENDPOINTS, FAULT_MODES)
 
 
 @dataclass(frozen=True, slots=True)

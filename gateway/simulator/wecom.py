@@ -143,6 +143,7 @@ from werkzeug.utils import redirect
 from werkzeug.wrappers import Request, Response
 
 from gateway.simulator import wecom_pages as pages
+from gateway.simulator.core import check_fault
 from gateway.simulator.server import Served
 from gateway.web.i18n import Lang, negotiate_lang
 
@@ -389,22 +390,7 @@ class WeComFault:
     times: int = 1
 
     def __post_init__(self) -> None:
-        # Faults arrive as JSON from the control API, so the annotations are not enough.
-        numbers = (self.errcode, self.status, self.times)
-        if not all(isinstance(n, int) and not isinstance(n, bool) for n in numbers):
-            raise ValueError("errcode, status and times must be integers")
-        if isinstance(self.delay, bool) or not isinstance(self.delay, int | float):
-            raise ValueError("delay must be a number of seconds")
-        if self.body is not None and not isinstance(self.body, str):
-            raise ValueError("body must be a string")
-        if self.endpoint != "*" and self.endpoint not in ENDPOINTS:
-            raise ValueError(f"endpoint must be one of {', '.join(ENDPOINTS)} or *")
-        if self.mode not in FAULT_MODES:
-            raise ValueError(f"mode must be one of {', '.join(FAULT_MODES)}")
-        if self.times < 1:
-            raise ValueError("times must be at least 1")
-        if self.delay < 0 or not 100 <= self.status <= 599:
-            raise ValueError("delay must be >= 0 and status a valid HTTP status")
+        check_fault(self, ENDPOINTS, FAULT_MODES)
 
 
 @dataclass(frozen=True, slots=True)
