@@ -100,7 +100,11 @@ class Gateway:
         rid = choose_request_id(environ.get("HTTP_X_REQUEST_ID"))
         environ["gateway.request_id"] = rid
         request_id.set(rid)
-        start_response = _adding_header(start_response, ("X-Request-ID", rid))
+        # The gateway's own response fields, after the answer's: a forwarded answer takes
+        # them as they are, every other answer through ``start_response``.
+        extra = [("X-Request-ID", rid)]
+        server_start_response = start_response
+        start_response = _adding_headers(start_response, extra)
         ctx = RequestContext(
             environ,
             environ["REQUEST_METHOD"],
@@ -146,7 +150,7 @@ class Gateway:
                 )
                 raise self.login.forbidden(decision)  # the page carries any cookie to set
             if decision.set_cookie is not None:
-                start_response = _adding_header(start_response, decision.set_cookie)
+                extra.insert(0, decision.set_cookie)
             if verdict is Verdict.CHALLENGE:
                 self.metrics.inc("requests_total", "unauthorized" if ctx.api else "login_redirect")
                 return self.login.challenge(ctx, start_response, self.login.return_to(target, host))
@@ -161,7 +165,7 @@ class Gateway:
                 return self.websocket(
                     environ, start_response, route, target, identity, session, decision.set_cookie
                 )
-            return self.forward(environ, start_response, route, target, identity)
+            return self.forward(environ, server_start_response, route, target, identity, extra)
         except StoreUnavailable as exc:
             log.warning("%s %s: state store unavailable: %s", ctx.method, _path(environ), exc)
             return error_response(
@@ -223,11 +227,11 @@ def _replacing(start_response: StartResponse) -> StartResponse:
     return wrapped
 
 
-def _adding_header(start_response: StartResponse, header: tuple[str, str]) -> StartResponse:
-    """``start_response`` that adds one header (a re-issued session cookie) to the response."""
+def _adding_headers(start_response: StartResponse, extra: list[tuple[str, str]]) -> StartResponse:
+    """``start_response`` that adds ``extra`` (as it is when called) to the response."""
 
     def wrapped(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        return start_response(status, [*headers, header], exc_info)
+        return start_response(status, [*headers, *extra], exc_info)
 
     return wrapped
 

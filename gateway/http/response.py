@@ -28,7 +28,17 @@ _HEX = frozenset(b"0123456789abcdefABCDEF")
 _TOKEN_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # A header line that needs no cleaning: a token, a colon, a value without control
 # characters (leading blanks left out). Anything else takes the careful path.
-_PLAIN_FIELD = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)")
+# (Possessive: a value of blanks cannot be split two ways, so a line is matched or refused
+# in one pass; backtracking made a 64 KiB line of blanks cost seconds.)
+_PLAIN_FIELD = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]++):[ \t]*+([^\x00-\x08\x0a-\x1f\x7f]*+)")
+# A head's field lines when every one is plain, and one such line with its value trimmed.
+_PLAIN_FIELDS = re.compile(
+    r"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]++:[^\x00-\x08\x0a-\x1f\x7f]*+(?:\r\n(?!\Z)|\Z))*+"
+)
+_PLAIN_FIELD_AT = re.compile(
+    r"([!#$%&'*+\-.^_`|~0-9A-Za-z]++):[ \t]*+([^\x00-\x08\x0a-\x1f\x7f]*+)(?:\r\n|\Z)"
+)
+_findall_fields = _PLAIN_FIELD_AT.findall
 # The fields that decide how the body ends.
 _FRAMING_FIELDS = frozenset({"transfer-encoding", "content-length", "connection"})
 
@@ -38,6 +48,30 @@ def _clean(value: str) -> str:
     if _CONTROL.search(value):
         value = _CONTROL.sub(" ", value)
     return value.strip(" \t")
+
+
+def _careful_fields(block: str) -> list[tuple[str, str]]:
+    """The fields of a head with a line that is not plain: continuation lines joined,
+    control characters made spaces, a line that is no field refused."""
+    headers: list[tuple[str, str]] = []
+    plain_field = _PLAIN_FIELD.fullmatch
+    for line in block.split("\r\n"):
+        match = plain_field(line)
+        if match is not None:
+            name, value = match.groups()
+            headers.append((name, value.rstrip(" \t")))
+            continue
+        if line[:1] in (" ", "\t"):
+            if not headers:
+                raise InvalidResponse("continuation line before any header")
+            name, value = headers[-1]
+            headers[-1] = (name, f"{value} {_clean(line)}")
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or not _TOKEN_NAME.fullmatch(name):
+            raise InvalidResponse("invalid header line")
+        headers.append((name, _clean(value)))
+    return headers
 
 
 class InvalidResponse(Exception):
@@ -104,7 +138,9 @@ class Response:
         interim = False
         while True:
             head = self._read_head(deadline, after_interim=interim)
+
             self._parse_head(head)
+
             interim = True
             # Interim responses (100 Continue, 103 Early Hints...) are skipped; 101 would
             # switch protocols, which this proxy never asks for, so it is final here.
@@ -128,7 +164,9 @@ class Response:
                 if left <= 0:
                     raise TimeoutError("no complete response head before the deadline")
                 self._sock.settimeout(left)
+
             data = self._sock.recv(_HEAD_RECV)
+
             if not data:
                 if buf:
                     raise InvalidResponse("connection closed inside the response head")
@@ -140,34 +178,21 @@ class Response:
 
     def _parse_head(self, head: bytes) -> None:
         # latin-1 maps bytes to code points one to one: str methods do the rest faster.
-        lines = head.decode("latin-1").split("\r\n")
-        version, _, rest = lines[0].partition(" ")
+        status_line, fields, block = head.decode("latin-1").partition("\r\n")
+        version, _, rest = status_line.partition(" ")
         code, _, reason = rest.partition(" ")
         if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
             raise InvalidResponse("invalid status line")
         self.status = int(code)
-        self.reason = _clean(reason)
-        headers: list[tuple[str, str]] = []
-        lower_names: list[str] = []
-        plain_field = _PLAIN_FIELD.fullmatch
-        for line in lines[1:]:
-            match = plain_field(line)
-            if match is not None:
-                name, value = match.groups()
-                headers.append((name, value.rstrip(" \t")))
-                lower_names.append(name.lower())
-                continue
-            if line[:1] in (" ", "\t"):
-                if not headers:
-                    raise InvalidResponse("continuation line before any header")
-                name, value = headers[-1]
-                headers[-1] = (name, f"{value} {_clean(line)}")
-                continue
-            name, colon, value = line.partition(":")
-            if not colon or not _TOKEN_NAME.fullmatch(name):
-                raise InvalidResponse("invalid header line")
-            headers.append((name, _clean(value)))
-            lower_names.append(name.lower())
+        self.reason = _clean(reason) if reason else reason
+        if not fields:
+            headers = []
+        elif block and _PLAIN_FIELDS.fullmatch(block):
+            # The usual head, every line plain: the fields in one pass, values trimmed.
+            headers = [(name, value.rstrip(" \t")) for name, value in _findall_fields(block)]
+        else:
+            headers = _careful_fields(block)
+        lower_names = [name.lower() for name, _ in headers]
         self.headers = headers
         self.lower_names = lower_names
         self._framing = [

@@ -9,6 +9,8 @@ import ssl
 
 from gateway.http.response import ClosedBeforeResponse, IncompleteBody, InvalidResponse
 
+_PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
+
 
 def looks_open(sock: socket.socket) -> bool:
     """False when the upstream closed (or wrote to) an idle connection: it cannot be reused.
@@ -22,9 +24,15 @@ def looks_open(sock: socket.socket) -> bool:
         except (OSError, ValueError):
             return False
         return not readable
-    try:
+    # Under gevent the system socket inside is asked directly (gevent keeps it
+    # non-blocking); a plain socket is made non-blocking first, or a timeout on it would
+    # make CPython wait for readability before the peek.
+    raw = getattr(sock, "_sock", None)
+    if raw is None or raw.gettimeout() != 0.0:
+        raw = sock
         sock.settimeout(0)
-        sock.recv(1, socket.MSG_PEEK)
+    try:
+        raw.recv(1, _PEEK)
     except BlockingIOError:
         return True
     except OSError:

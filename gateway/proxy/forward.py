@@ -25,10 +25,10 @@ import errno
 import logging
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from time import perf_counter
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
 from gateway.http.response import ClosedBeforeResponse, IncompleteBody, InvalidResponse, Response
@@ -49,10 +49,20 @@ if TYPE_CHECKING:
     from gateway.proxy.router import Route
     from gateway.server.metrics import Metrics
 
+    StartProxied = Callable[[str, int, list[tuple[str, str]], int | None, frozenset[str]], None]
+
 log = logging.getLogger("gateway.proxy")
 
 _STREAM_CHUNK = 256 * 1024
-_NOT_PASSED_BACK = frozenset({"content-length", "x-request-id"})
+_SPARE_TIMERS = 1024
+# Content-Length is set from the framing; the gateway's own X-Request-ID goes back to the
+# client, not the app's; gunicorn drops a "Trailers" field as hop-by-hop, and so does this.
+_NOT_PASSED_BACK = frozenset({"content-length", "x-request-id", "trailers"})
+# The upstream's Server and Date are kept (gunicorn would replace them with its own).
+_SERVER_FIELDS = frozenset({"server", "date"})
+#: The environ key of ``start_response`` for a head this module checked (the gateway's
+#: worker sets it: ``GatewayResponse.start_proxied``); without it, ``start_response``.
+START_PROXIED = "gateway.start_proxied"
 # Methods a stale connection may make the gateway send twice (RFC 9110 9.2.2).
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
@@ -79,6 +89,9 @@ class Forwarder:
         self.context = context
         self.metrics = metrics
         self._timer = gevent_timeout()
+        # Timers kept for the next exchange, by their seconds: making one costs more than
+        # starting it again.
+        self._spare_timers: dict[float, list[Any]] = {}
 
     def __call__(
         self,
@@ -87,7 +100,10 @@ class Forwarder:
         route: Route,
         target: str,
         identity: Iterable[tuple[str, str]] = (),
+        extra: Iterable[tuple[str, str]] = (),
     ) -> Iterable[bytes]:
+        """Forward the request; ``extra`` are the gateway's own response fields (its
+        X-Request-ID, a re-issued session cookie), added after the upstream's."""
         method = environ["REQUEST_METHOD"]
         context = self.context
         upstream = route.upstream
@@ -115,7 +131,9 @@ class Forwarder:
                 body.done()
         if self.metrics is not None:
             self.metrics.observe("upstream_response_seconds", perf_counter() - started)
-        return self.respond(upstream, sock, response, start_response)
+        return self.respond(
+            upstream, sock, response, start_response, extra, environ.get(START_PROXIED)
+        )
 
     def exchange(
         self, upstream: Upstream, method: str, payload: bytes, body: RequestBody | None
@@ -154,12 +172,25 @@ class Forwarder:
             # the whole exchange costs a fraction. (A streamed upload keeps the per-send
             # socket timeout: a slow client must not count against the upstream.)
             sock.settimeout(None)
-            timer = self._timer(upstream.timeout, TimeoutError)
+            seconds = upstream.timeout
+            spare = self._spare_timers.get(seconds)
+            timer = spare.pop() if spare else self._timer(seconds, TimeoutError)
             timer.start()
             try:
-                return self._exchange_once(upstream, sock, method, payload, None, fresh, None)
-            finally:
+                response = self._exchange_once(upstream, sock, method, payload, None, fresh, None)
+            except BaseException:
                 timer.close()
+                raise
+            # Only a timer that has not fired can be started again (libev would count a
+            # fired one's time from its old start, and fire at once).
+            if timer.pending:
+                timer.cancel()
+                spare = self._spare_timers.setdefault(seconds, [])
+                if len(spare) < _SPARE_TIMERS:
+                    spare.append(timer)
+                    return response
+            timer.close()
+            return response
         sock.settimeout(upstream.timeout)
         deadline = time.monotonic() + upstream.timeout
         return self._exchange_once(upstream, sock, method, payload, body, fresh, deadline)
@@ -227,8 +258,10 @@ class Forwarder:
         sock: socket.socket,
         response: Response,
         start_response: StartResponse,
+        extra: Iterable[tuple[str, str]] = (),
+        start_proxied: StartProxied | None = None,
     ) -> Iterable[bytes]:
-        headers = self.response_headers(upstream, response)
+        headers, own = self._split_headers(upstream, response)
         status = response.status
         reason = response.reason or _phrase(status)
         sock.settimeout(upstream.read_timeout)
@@ -245,24 +278,40 @@ class Forwarder:
         except (OSError, IncompleteBody, InvalidResponse) as exc:
             sock.close()
             raise UpstreamUnavailable(f"the upstream {describe_failure(exc)}") from None
-        if response.bodiless:
-            if response.declared_length is not None:
-                headers.append(("Content-Length", str(response.declared_length)))
-        elif length is not None:
-            headers.append(("Content-Length", str(length)))
+        stated = response.declared_length if response.bodiless else length
+        if stated is not None:
+            headers.append(("Content-Length", str(stated)))
+        headers.extend(extra)
+        if own:
+            headers.extend(own)
         if response.complete:
             _finish(upstream, sock, response)
+        if start_proxied is None:
             start_response(f"{status} {reason}", headers)
+        else:
+            app_fields = frozenset(name.lower() for name, _ in own) if own else frozenset()
+            start_proxied(f"{status} {reason}", status, headers, stated, app_fields)
+        if response.complete:
             return [first] if first else []
-        start_response(f"{status} {reason}", headers)
         return _StreamedBody(upstream, sock, response, first, self.metrics)
 
     def response_headers(self, upstream: Upstream, response: Response) -> list[tuple[str, str]]:
+        """The upstream's fields the client gets (the upstream's Server and Date last)."""
+        headers, own = self._split_headers(upstream, response)
+        headers.extend(own)
+        return headers
+
+    def _split_headers(
+        self, upstream: Upstream, response: Response
+    ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         connection_listed = response.connection_tokens
         headers: list[tuple[str, str]] = []
+        own: list[tuple[str, str]] = []
         for (name, value), lower in zip(response.headers, response.lower_names, strict=True):
-            # The gateway's own X-Request-ID goes back to the client, not the app's.
             if lower in HOP_BY_HOP or lower in _NOT_PASSED_BACK or lower in connection_listed:
+                continue
+            if lower in _SERVER_FIELDS:
+                own.append((name, value))
                 continue
             if lower == "location":
                 value = self._rewrite_location(upstream, value)
@@ -272,7 +321,7 @@ class Forwarder:
                 log.warning("removed an upstream Set-Cookie for the gateway's own cookie")
                 continue
             headers.append((name, value))
-        return headers
+        return headers, own
 
     def _rewrite_location(self, upstream: Upstream, value: str) -> str:
         lowered = value.lower()

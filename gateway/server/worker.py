@@ -35,6 +35,7 @@ from gunicorn.workers.ggevent import GeventWorker
 
 from gateway.config import ConfigError
 from gateway.http.sockets import send_all
+from gateway.proxy.forward import START_PROXIED
 from gateway.proxy.tunnel import TAKEOVER_KEY, TakenOver
 from gateway.server.logs import configure_logging, request_id
 from gateway.server.serve import AccessLogger, keep_restart_only
@@ -63,6 +64,7 @@ class GatewayResponse(wsgi.Response):  # type: ignore[misc]
 
     headers_sent: bool
     sent: int
+    status: str | None
     #: ``Server`` and ``Date`` from the app, which gunicorn would drop for its own: a proxied
     #: answer keeps the upstream's.
     _app_fields: frozenset[str] = frozenset()
@@ -73,6 +75,37 @@ class GatewayResponse(wsgi.Response):  # type: ignore[misc]
         if own:
             self.headers.extend((name, value.strip(" \t")) for name, value in own)
             self._app_fields = frozenset(name.lower() for name, _ in own)
+
+    def start_proxied(
+        self,
+        status: str,
+        code: int,
+        headers: list[tuple[str, str]],
+        length: int | None,
+        app_fields: frozenset[str],
+    ) -> None:
+        """``start_response`` for an answer the forwarder built from an upstream head its
+        own reader parsed: every name a token, every value free of control characters and
+        trimmed, no hop-by-hop field (gunicorn's list included), the status line valid,
+        ``length`` the value of the ``Content-Length`` field the list holds, ``app_fields``
+        the upstream's ``Server`` and ``Date`` among them (lower-cased), placed last.
+        gunicorn's ``start_response`` would check all of that again, field by field; the
+        outcome is the same."""
+        if self.status is not None:
+            raise AssertionError("Response headers already set!")
+        self.status = status
+        self.status_code = code
+        method = self.req.method
+        omits = method == "HEAD" or code in (204, 304) or 100 <= code < 200
+        if omits and length is not None and (code == 204 or code < 200):
+            headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+            length = None
+        self.headers = headers
+        self.response_length = length
+        if app_fields:
+            self._app_fields = app_fields
+        self._omits_body = omits
+        self.chunked = self.is_chunked()
 
     def default_headers(self) -> list[str]:
         if self.upgrade:
@@ -257,6 +290,7 @@ class GatewayWorker(GeventWorker):  # type: ignore[misc]
             # The connection may become a WebSocket tunnel: the app takes it over with
             # whatever the client sent after its handshake (``gateway.proxy.tunnel``).
             environ[TAKEOVER_KEY] = req.unreader
+            environ[START_PROXIED] = resp.start_proxied
             self.nr += 1
             if self.nr >= self.max_requests and self.alive:
                 self.log.info("Autorestarting worker after current request.")

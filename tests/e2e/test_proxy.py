@@ -372,6 +372,25 @@ def test_trickling_response_head_is_504(port: int, raw: RawUpstream) -> None:
     assert 0.9 <= elapsed <= 2.5, elapsed
 
 
+def test_a_timeout_is_whole_after_timeouts_and_answers_before_it(
+    port: int, raw: RawUpstream
+) -> None:
+    """A worker keeps the timer of an exchange that ended for the next one; one that fired
+    is not kept (started again, it would fire at once). Four stalls on two workers: one
+    worker has at least two, after an answer or a timeout."""
+    raw.route("/stall/again", lambda ex: ex.wait_for_close(10))
+    raw.route("/stall/answered", lambda ex: ex.reply(b"ok"))
+    for path in ["/answered", "/again", "/answered", "/again", "/again", "/answered", "/again"]:
+        start = time.monotonic()
+        reply = fetch(port, "GET", "/stall" + path, [("Accept", "application/json")])
+        elapsed = time.monotonic() - start
+        if path == "/answered":
+            assert reply.status == 200 and reply.body == b"ok"
+        else:
+            assert reply.status == 504
+            assert 0.9 <= elapsed <= 3.0, elapsed
+
+
 # --- bodies stream both ways -----------------------------------------------------------------
 
 

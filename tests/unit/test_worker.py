@@ -85,6 +85,65 @@ def test_chunked_and_bodiless_answers_keep_gunicorns_framing() -> None:
     assert len(sock.sends) == 1 and sock.sends[0].endswith(b"Content-Length: 3\r\n\r\n")
 
 
+_PROXIED_CASES = [
+    ("GET", 200, [("Content-Type", "text/plain"), ("Content-Length", "5")], 5, b"hello"),
+    (
+        "GET",
+        200,
+        [("X-A", "1"), ("Server", "app/1"), ("Date", "Tue, 01 Dec 2026 00:00:00 GMT")],
+        None,
+        b"streamed",
+    ),
+    ("GET", 404, [("Content-Length", "0"), ("Server", "app/1")], 0, b""),
+    ("HEAD", 200, [("Content-Length", "3"), ("Date", "Tue, 01 Dec 2026 00:00:00 GMT")], 3, b""),
+    ("GET", 204, [("Content-Length", "7"), ("X-A", "1")], 7, b""),
+    ("GET", 304, [("ETag", '"x"'), ("Content-Length", "12")], 12, b""),
+    ("GET", 101, [("Content-Length", "2")], 2, b""),
+    (
+        "POST",
+        201,
+        [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"), ("X-Request-ID", "r1")],
+        None,
+        b"ok",
+    ),
+]
+
+
+@pytest.mark.parametrize(("method", "code", "headers", "length", "body"), _PROXIED_CASES)
+def test_a_proxied_head_is_sent_as_gunicorns_start_response_would_send_it(
+    monkeypatch: pytest.MonkeyPatch,
+    method: str,
+    code: int,
+    headers: list[tuple[str, str]],
+    length: int | None,
+    body: bytes,
+) -> None:
+    """``start_proxied`` skips gunicorn's field checks for a head the forwarder's strict
+    reader parsed; what goes out, and the response's state, are the same."""
+    monkeypatch.setattr(time, "time", lambda: 1_800_000_000.0)
+    status = f"{code} Whatever"
+    checked, checked_sock = response(method)
+    checked.start_response(status, list(headers))
+    fast, fast_sock = response(method)
+    app_fields = frozenset(n.lower() for n, _ in headers if n.lower() in ("server", "date"))
+    fast.start_proxied(status, code, list(headers), length, app_fields)
+    for name in ("status", "status_code", "headers", "response_length", "chunked"):
+        assert getattr(fast, name) == getattr(checked, name), name
+    assert fast._omits_body == checked._omits_body
+    assert fast._app_fields == checked._app_fields
+    for resp in (checked, fast):
+        resp.write(body)
+        resp.close()
+    assert fast_sock.sends == checked_sock.sends
+
+
+def test_a_second_start_of_a_proxied_head_is_refused() -> None:
+    resp, _ = response()
+    resp.start_proxied("200 OK", 200, [], None, frozenset())
+    with pytest.raises(AssertionError):
+        resp.start_proxied("200 OK", 200, [], None, frozenset())
+
+
 def test_the_clock_formats_once_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = _Clock()
     monkeypatch.setattr(time, "time", lambda: 1_800_000_000.25)
