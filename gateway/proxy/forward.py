@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
 from gateway.http.response import ClosedBeforeResponse, IncompleteBody, InvalidResponse, Response
@@ -54,7 +54,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.proxy")
 
 _STREAM_CHUNK = 256 * 1024
-_SPARE_TIMERS = 1024
 # Content-Length is set from the framing; the gateway's own X-Request-ID goes back to the
 # client, not the app's; gunicorn drops a "Trailers" field as hop-by-hop, and so does this.
 _NOT_PASSED_BACK = frozenset({"content-length", "x-request-id", "trailers"})
@@ -89,9 +88,6 @@ class Forwarder:
         self.context = context
         self.metrics = metrics
         self._timer = gevent_timeout()
-        # Timers kept for the next exchange, by their seconds: making one costs more than
-        # starting it again.
-        self._spare_timers: dict[float, list[Any]] = {}
 
     def __call__(
         self,
@@ -172,25 +168,15 @@ class Forwarder:
             # the whole exchange costs a fraction. (A streamed upload keeps the per-send
             # socket timeout: a slow client must not count against the upstream.)
             sock.settimeout(None)
-            seconds = upstream.timeout
-            spare = self._spare_timers.get(seconds)
-            timer = spare.pop() if spare else self._timer(seconds, TimeoutError)
+            # A new timer each time: libev keeps a stopped timer's time left, not its
+            # interval, so one started again would fire early (measured: a 504 "within 30s"
+            # after milliseconds, once enough exchanges had reused it).
+            timer = self._timer(upstream.timeout, TimeoutError)
             timer.start()
             try:
-                response = self._exchange_once(upstream, sock, method, payload, None, fresh, None)
-            except BaseException:
+                return self._exchange_once(upstream, sock, method, payload, None, fresh, None)
+            finally:
                 timer.close()
-                raise
-            # Only a timer that has not fired can be started again (libev would count a
-            # fired one's time from its old start, and fire at once).
-            if timer.pending:
-                timer.cancel()
-                spare = self._spare_timers.setdefault(seconds, [])
-                if len(spare) < _SPARE_TIMERS:
-                    spare.append(timer)
-                    return response
-            timer.close()
-            return response
         sock.settimeout(upstream.timeout)
         deadline = time.monotonic() + upstream.timeout
         return self._exchange_once(upstream, sock, method, payload, body, fresh, deadline)

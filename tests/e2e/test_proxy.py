@@ -375,9 +375,10 @@ def test_trickling_response_head_is_504(port: int, raw: RawUpstream) -> None:
 def test_a_timeout_is_whole_after_timeouts_and_answers_before_it(
     port: int, raw: RawUpstream
 ) -> None:
-    """A worker keeps the timer of an exchange that ended for the next one; one that fired
-    is not kept (started again, it would fire at once). Four stalls on two workers: one
-    worker has at least two, after an answer or a timeout."""
+    """Every exchange has its whole timeout, whatever the worker did before: a timer used
+    again would not (libev counts a stopped timer's time down; one that fired would fire at
+    once). Four stalls on two workers: one worker has at least two, after an answer or a
+    timeout."""
     raw.route("/stall/again", lambda ex: ex.wait_for_close(10))
     raw.route("/stall/answered", lambda ex: ex.reply(b"ok"))
     for path in ["/answered", "/again", "/answered", "/again", "/again", "/answered", "/again"]:
