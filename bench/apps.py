@@ -13,6 +13,11 @@
 ``proxy_middleware`` is Werkzeug's ``ProxyMiddleware`` mounting ``/slow/`` on
 ``BENCH_SLOW_UPSTREAM`` and everything else on ``BENCH_UPSTREAM``.
 
+``bare_forwarder`` is the gateway's own second hop and nothing else: its ``Forwarder``
+sending every request to ``BENCH_UPSTREAM``, with no session, access rule, identity header,
+assertion, metric or access line. Run on the gateway's worker, it is the floor under the
+gateway's CPU per request: what the hop costs before the gateway does anything of its own.
+
 Not for use outside ``bench/run.py``: nothing here is hardened.
 """
 
@@ -107,6 +112,39 @@ def proxy_middleware(environ: WSGIEnvironment, start_response: StartResponse) ->
     if _proxy is None:
         _proxy = _build_proxy_middleware()
     return _proxy(environ, start_response)
+
+
+_forwarder: WSGIApplication | None = None
+
+
+def _build_bare_forwarder() -> WSGIApplication:
+    from gateway.config.settings import UpstreamSettings
+    from gateway.proxy.forward import Forwarder
+    from gateway.proxy.request import ForwardContext
+    from gateway.proxy.router import Route
+
+    url = os.environ["BENCH_UPSTREAM"]
+    route = Route(UpstreamSettings(prefix="/", url=url))
+    forward = Forwarder(
+        ForwardContext(
+            public_url=os.environ["BENCH_PUBLIC_URL"],
+            public_scheme="http",
+            max_body_size=1 << 40,
+            gateway_cookies=frozenset(),
+        )
+    )
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        return forward(environ, start_response, route, environ["RAW_URI"])
+
+    return app
+
+
+def bare_forwarder(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    global _forwarder  # noqa: PLW0603 - built once per worker, after fork
+    if _forwarder is None:
+        _forwarder = _build_bare_forwarder()
+    return _forwarder(environ, start_response)
 
 
 def bench_session(*, openid: str = "oBenchOpenID000000000000001", sid: str = "") -> Session:

@@ -300,6 +300,9 @@ def _cpu_target(results: Results) -> Row:
     if _runs(results, "no_hop", n):
         s = median_cpu(results, "no_hop", n)
         stock = f"; on gunicorn's stock worker the hello-world's {s:,.0f} µs, {_over(g, s):.2f}×"
+    if _runs(results, "bare_forwarder", n):
+        b = median_cpu(results, "bare_forwarder", n)
+        stock += f"; the bare forwarder alone {b:,.0f} µs, {_over(b, h):.2f}×"
     return (
         name,
         f"{_over(g, h):.2f}× ({g:,.0f} vs {h:,.0f} µs/req: the gateway's processes vs the "
@@ -715,10 +718,19 @@ def cpu_ratio_markdown(results: Results) -> list[str]:
         f"the target is at most {TARGET_CPU_VS_HELLO:g}× at {CPU_CONNECTIONS} connections), "
         "then on gunicorn's stock gevent worker, with nginx's for scale.\n"
     )
+    bare = "bare_forwarder" in results["throughput"]
+    if bare:
+        out.append(
+            "*Bare forwarder* is the gateway's `Forwarder` alone on the same worker (no "
+            "session, rules, identity headers, assertion, metrics or access line): the floor "
+            "under the gateway's figure, the second hop by itself, with its own ratio to the "
+            "hello-world.\n"
+        )
     out += [
         "| connections | wechat-gateway | hello-world, gateway's worker | gateway ÷ that | "
-        "hello-world, gunicorn's worker | gateway ÷ that | nginx |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        + ("bare forwarder | bare ÷ hello-world | " if bare else "")
+        + "hello-world, gunicorn's worker | gateway ÷ that | nginx |",
+        "|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if bare else ""),
     ]
     counts = sorted({*results["settings"]["connections"], *_extra_counts(results)})
 
@@ -731,10 +743,15 @@ def cpu_ratio_markdown(results: Results) -> list[str]:
     for n in counts:
         g, own, stock = cpu("gateway", n), cpu("no_hop_gateway_worker", n), cpu("no_hop", n)
         nginx = cpu("nginx", n)
+        floor = ""
+        if bare:
+            b = cpu("bare_forwarder", n)
+            over = f"{_over(b, own):.2f}×" if b is not None and own is not None else "—"
+            floor = f"{cell(b)} | {over} | "
         out.append(
             f"| {n} | {cell(g)} | {cell(own)} | "
             f"{f'{_over(g, own):.2f}×' if g is not None and own is not None else '—'} | "
-            f"{cell(stock)} | "
+            f"{floor}{cell(stock)} | "
             f"{f'{_over(g, stock):.2f}×' if g is not None and stock is not None else '—'} | "
             f"{cell(nginx)} |"
         )

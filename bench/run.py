@@ -118,8 +118,8 @@ ONLY_PARTS = {
     "assertion": "the gateway with assertions off (identity.assertion: false), and the "
     "sign and verify cost per call",
     "logs": "the gateway with server.log_format: json",
-    "hop": "the second hop (issue 16): the no-hop hello-world, nginx and the hello-world on "
-    "the gateway's worker beside the gateway, also at the extra connection counts (1 and "
+    "hop": "the second hop (issue 16): the no-hop hello-world, nginx, the bare forwarder and "
+    "the hello-world on the gateway's worker beside the gateway, also at the extra connection counts (1 and "
     "256), and the interleaved upload rounds",
 }
 
@@ -285,16 +285,45 @@ def _start_hello_on_gateway_worker(
     )
 
 
+def _start_bare_forwarder(
+    stack: contextlib.ExitStack, workdir: Path, port: int, fast_port: int
+) -> Contender:
+    service = stack.enter_context(
+        Service(
+            "bare-forwarder",
+            gunicorn_argv("apps:bare_forwarder", port, worker_class=GATEWAY_WORKER),
+            port,
+            workdir,
+            env={
+                "BENCH_UPSTREAM": f"http://127.0.0.1:{fast_port}",
+                "BENCH_PUBLIC_URL": f"http://127.0.0.1:{port}",
+            },
+        )
+    )
+    return Contender(
+        "bare_forwarder",
+        "the gateway's forwarder alone, on the gateway's worker (reference)",
+        "bare forwarder",
+        service,
+        "`bench/apps.py`'s `bare_forwarder`: the gateway's `Forwarder` (the second hop, as "
+        "the gateway runs it) on the gateway's worker class, with the upstream's settings, "
+        "and nothing else: no session, access rule, identity header, assertion, metric or "
+        "access line. Not a target: it is the floor under the gateway's CPU per request, "
+        "what the hop costs before the gateway does anything of its own.",
+        reference=True,
+    )
+
+
 def start_services(
     stack: contextlib.ExitStack, workdir: Path, only: list[str] | None = None
 ) -> Started:
     """Every server, each stopped when ``stack`` closes. With ``only``: the upstream, the
     default gateway and the variants those parts of ``ONLY_PARTS`` compare with it (for
     ``hop``: the no-hop hello-world, nginx and the hello-world on the gateway's worker)."""
-    ports = free_ports(11)
+    ports = free_ports(12)
     fast_port, slow_port, proxy_port, nginx_port, gateway_port, worker_port = ports[:6]
     redis_port, replica_port, other_replica_port = ports[6:9]
-    no_assertion_port, json_port = ports[9:]
+    no_assertion_port, json_port, bare_port = ports[9:]
     fast = stack.enter_context(
         Service("upstream", gunicorn_argv("apps:upstream", fast_port), fast_port, workdir)
     )
@@ -353,11 +382,13 @@ def start_services(
         if "hop" in wanted:
             nginx = _start_nginx(stack, workdir, nginx_port, fast_port, slow_port)
             on_worker = _start_hello_on_gateway_worker(stack, workdir, worker_port)
-            contenders = [_no_hop_contender(fast), nginx, *contenders, on_worker]
+            bare = _start_bare_forwarder(stack, workdir, bare_port, fast_port)
+            contenders = [_no_hop_contender(fast), nginx, *contenders, on_worker, bare]
         services = [c.service for c in contenders if c.service is not fast]
         return Started(contenders, [fast, *services], fast, None)
 
     on_gateway_worker = _start_hello_on_gateway_worker(stack, workdir, worker_port)
+    bare_forwarder = _start_bare_forwarder(stack, workdir, bare_port, fast_port)
     slow = stack.enter_context(
         Service(
             "slow-upstream",
@@ -409,6 +440,7 @@ def start_services(
         # Next to the gateway, so that within a round they run one after the other.
         *variants,
         on_gateway_worker,
+        bare_forwarder,
         Contender(
             "gateway_redis",
             "wechat-gateway, state in Redis",
@@ -422,7 +454,8 @@ def start_services(
         ),
     ]
     services = [fast, slow, proxy, nginx.service, gateway]
-    services += [*(c.service for c in variants), on_gateway_worker.service, *replicas]
+    services += [*(c.service for c in variants), on_gateway_worker.service]
+    services += [bare_forwarder.service, *replicas]
     return Started(contenders, services, fast, redis_url)
 
 
