@@ -119,8 +119,8 @@ ONLY_PARTS = {
     "sign and verify cost per call",
     "logs": "the gateway with server.log_format: json",
     "hop": "the second hop (issue 16): the no-hop hello-world, nginx, the bare forwarder and "
-    "the hello-world on the gateway's worker beside the gateway, also at the extra connection counts (1 and "
-    "256), and the interleaved upload rounds",
+    "the hello-world on the gateway's worker beside the gateway, also at the extra "
+    "connection counts (1 and 256), and the interleaved upload rounds",
 }
 
 
