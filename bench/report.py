@@ -335,10 +335,14 @@ def _latency_target(results: Results) -> Row:
         )
     ]
     ratio = f"{g / x:.2f}×" if x > 0 else "n/a (nginx added nothing)"
+    bare = ""
+    if _runs(results, "bare_forwarder", n):
+        b = median_run(results, "bare_forwarder", n)["p50_ms"] - hello
+        bare = f"; the bare forwarder alone +{b:.3f} ms" + (f", {b / x:.2f}×" if x > 0 else "")
     return (
         name,
         f"{ratio} (gateway +{g:.3f} ms vs nginx +{x:.3f} ms over the no-hop p50 of "
-        f"{hello:.3f} ms; {_range(ratios, '{:.2f}×')})",
+        f"{hello:.3f} ms; {_range(ratios, '{:.2f}×')}{bare})",
         g <= TARGET_ADDED_P50_VS_NGINX * x,
     )
 
