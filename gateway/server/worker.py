@@ -2,13 +2,15 @@
 
 A proxy's own work per request is small, so what the server around it does per request
 shows in its throughput. gunicorn's request parser, environ, keep-alive loop, hooks, framing
-and error handling are used as they are; three things cost less:
+and error handling are used as they are; four things cost less:
 
 - the response head and the first body piece leave in one ``send`` (gunicorn writes them
   separately: two system calls, and two wake-ups of the client for every small answer);
 - the ``Date`` header is formatted once a second, not with ``email.utils`` per response;
 - each gunicorn setting is looked up once per worker, not validated on every access, and
-  the constant part of the environ (with its ``wsgi.errors`` stream) is built once.
+  the constant part of the environ (with its ``wsgi.errors`` stream) is built once;
+- with ``forwarded_allow_ips`` empty (as the gateway sets it), no peer address is parsed
+  per request to learn that no TCP peer may set forwarding headers.
 
 And one thing gunicorn does not do: an app's own ``Server`` and ``Date`` fields (the
 upstream's, for a proxied answer) are kept instead of being replaced by gunicorn's.
@@ -30,7 +32,7 @@ from email.utils import formatdate
 from typing import Any
 
 import gevent
-from gunicorn.http import wsgi
+from gunicorn.http import message, wsgi
 from gunicorn.workers.ggevent import GeventWorker
 
 from gateway.config import ConfigError
@@ -178,6 +180,21 @@ def _settle_base_environ(cfg: Any) -> None:
     wsgi.base_environ = base_environ
 
 
+def _settle_forwarding_trust(cfg: Any) -> None:
+    """gunicorn asks on every request whether the peer may set forwarding headers: it
+    parses the peer's address and looks it up in ``forwarded_allow_ips``. The gateway sets
+    that list empty (it judges forwarding headers itself, ``access.trusted_proxies``), and
+    with an empty list gunicorn's answer is no for every TCP peer and yes for a Unix socket,
+    which is what this says without the parse."""
+    if cfg.forwarded_allow_ips:
+        return
+
+    def peer_is_trusted_proxy(request: Any) -> bool:
+        return not isinstance(request.peer_addr, tuple)
+
+    message.HeaderPolicy._peer_is_trusted_proxy = peer_is_trusted_proxy
+
+
 class GatewayWorker(GeventWorker):  # type: ignore[misc]
     """The default worker: gunicorn's ``gevent`` worker with ``GatewayResponse``."""
 
@@ -194,6 +211,7 @@ class GatewayWorker(GeventWorker):  # type: ignore[misc]
         # After fork, in the worker: the settings are final here.
         self.cfg = _SettledConfig(self.cfg)
         _settle_base_environ(self.cfg)
+        _settle_forwarding_trust(self.cfg)
         super().init_process()
 
     def run(self) -> None:

@@ -10,11 +10,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from gunicorn.config import Config
-from gunicorn.http import wsgi
+from gunicorn.http import message, wsgi
 
 from gateway.config import validate
 from gateway.server.serve import GatewayServer
-from gateway.server.worker import GatewayResponse, _Clock, _SettledConfig
+from gateway.server.worker import (
+    GatewayResponse,
+    _Clock,
+    _settle_forwarding_trust,
+    _SettledConfig,
+)
 from tests.helpers.support import base_config
 
 if TYPE_CHECKING:
@@ -166,6 +171,31 @@ def test_settled_config_answers_like_gunicorns() -> None:
     assert "keepalive" in vars(settled)  # kept after the first look-up
     with pytest.raises(AttributeError):
         _ = settled.no_such_setting
+
+
+@pytest.mark.parametrize("allowed", ["", "127.0.0.1,::1", "*", "10.0.0.0/8"])
+def test_forwarding_trust_is_gunicorns_answer(
+    monkeypatch: pytest.MonkeyPatch, allowed: str
+) -> None:
+    """With ``forwarded_allow_ips`` empty (the gateway's setting) the answer comes without
+    parsing the peer's address; with a list, gunicorn's own check stays."""
+    monkeypatch.setattr(
+        message.HeaderPolicy, "_peer_is_trusted_proxy", message.HeaderPolicy._peer_is_trusted_proxy
+    )
+    cfg = Config()
+    cfg.set("forwarded_allow_ips", allowed)
+    peers: list[Any] = [("127.0.0.1", 5000), ("10.1.2.3", 1), ("::1", 1, 0, 0), "/run/gw.sock", b""]
+
+    class Peer(message.HeaderPolicy):  # type: ignore[misc]
+        def __init__(self, peer: Any) -> None:
+            self.cfg = cfg
+            self.peer_addr = peer
+
+    expected = [Peer(peer)._peer_is_trusted_proxy() for peer in peers]
+    _settle_forwarding_trust(_SettledConfig(cfg))
+    assert [Peer(peer)._peer_is_trusted_proxy() for peer in peers] == expected
+    patched = message.HeaderPolicy._peer_is_trusted_proxy.__name__ == "peer_is_trusted_proxy"
+    assert patched == (allowed == "")
 
 
 def test_gunicorn_lets_the_worker_choose_the_response_class() -> None:
