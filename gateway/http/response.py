@@ -25,20 +25,19 @@ _NO_BODY_STATUS = frozenset({204, 304})
 # a bare CR or LF can never split the head the gateway writes to the client.
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
-_TOKEN_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# A field name's characters (an RFC 9110 5.6.2 token), and those a value may hold unchanged.
+_NAME_CHAR = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+_VALUE_CHAR = r"[^\x00-\x08\x0a-\x1f\x7f]"
+_TOKEN_NAME = re.compile(rf"{_NAME_CHAR}+")
 # A header line that needs no cleaning: a token, a colon, a value without control
-# characters (leading blanks left out). Anything else takes the careful path.
-# (Possessive: a value of blanks cannot be split two ways, so a line is matched or refused
-# in one pass; backtracking made a 64 KiB line of blanks cost seconds.)
-_PLAIN_FIELD = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]++):[ \t]*+([^\x00-\x08\x0a-\x1f\x7f]*+)")
-# A head's field lines when every one is plain, and one such line with its value trimmed.
-_PLAIN_FIELDS = re.compile(
-    r"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]++:[^\x00-\x08\x0a-\x1f\x7f]*+(?:\r\n(?!\Z)|\Z))*+"
-)
-_PLAIN_FIELD_AT = re.compile(
-    r"([!#$%&'*+\-.^_`|~0-9A-Za-z]++):[ \t]*+([^\x00-\x08\x0a-\x1f\x7f]*+)(?:\r\n|\Z)"
-)
-_findall_fields = _PLAIN_FIELD_AT.findall
+# characters (leading blanks left out). Anything else takes the careful path. Possessive,
+# so a value of blanks cannot be split two ways and a line is matched or refused in one
+# pass (backtracking made a 64 KiB line of blanks cost seconds).
+_PLAIN_FIELD = re.compile(rf"({_NAME_CHAR}++):[ \t]*+({_VALUE_CHAR}*+)")
+# Every field line of a head plain, and such a line where it ends: the usual head is read
+# in one pass.
+_PLAIN_FIELDS = re.compile(rf"(?:{_NAME_CHAR}++:{_VALUE_CHAR}*+(?:\r\n(?!\Z)|\Z))*+")
+_findall_fields = re.compile(rf"{_PLAIN_FIELD.pattern}(?:\r\n|\Z)").findall
 # The fields that decide how the body ends.
 _FRAMING_FIELDS = frozenset({"transfer-encoding", "content-length", "connection"})
 
@@ -138,9 +137,7 @@ class Response:
         interim = False
         while True:
             head = self._read_head(deadline, after_interim=interim)
-
             self._parse_head(head)
-
             interim = True
             # Interim responses (100 Continue, 103 Early Hints...) are skipped; 101 would
             # switch protocols, which this proxy never asks for, so it is final here.
@@ -164,9 +161,7 @@ class Response:
                 if left <= 0:
                     raise TimeoutError("no complete response head before the deadline")
                 self._sock.settimeout(left)
-
             data = self._sock.recv(_HEAD_RECV)
-
             if not data:
                 if buf:
                     raise InvalidResponse("connection closed inside the response head")
@@ -184,7 +179,7 @@ class Response:
         if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
             raise InvalidResponse("invalid status line")
         self.status = int(code)
-        self.reason = _clean(reason) if reason else reason
+        self.reason = _clean(reason)
         if not fields:
             headers = []
         elif block and _PLAIN_FIELDS.fullmatch(block):

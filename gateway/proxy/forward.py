@@ -268,8 +268,7 @@ class Forwarder:
         if stated is not None:
             headers.append(("Content-Length", str(stated)))
         headers.extend(extra)
-        if own:
-            headers.extend(own)
+        headers.extend(own)
         if response.complete:
             _finish(upstream, sock, response)
         if start_proxied is None:

@@ -99,7 +99,6 @@ _PASS_BUFFER = 256 * 1024
 
 
 _plans: dict[str, tuple[str, str] | None] = {}
-_UNPLANNED = ("", "")
 
 
 def _plan(environ_key: str) -> tuple[str, str] | None:
@@ -210,11 +209,8 @@ def build_request_head(
     content_type = environ.get("CONTENT_TYPE")
     if content_type:
         lines.append(f"Content-Type: {content_type}")
-    plans = _plans
     for key, value in environ.items():
-        plan = plans.get(key, _UNPLANNED)
-        if plan is _UNPLANNED:
-            plan = _plan(key)
+        plan = _plan(key)
         if plan is None or (drop and key in drop):
             continue
         name, lower = plan

@@ -97,9 +97,8 @@ class GatewayResponse(wsgi.Response):  # type: ignore[misc]
             raise AssertionError("Response headers already set!")
         self.status = status
         self.status_code = code
-        method = self.req.method
-        omits = method == "HEAD" or code in (204, 304) or 100 <= code < 200
-        if omits and length is not None and (code == 204 or code < 200):
+        omits = self._response_omits_body(self.req.method, code)
+        if omits and length is not None and self._response_forbids_content_length(code):
             headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
             length = None
         self.headers = headers

@@ -510,6 +510,16 @@ def login_page_response(
     )
     # A sign-in URL is not single-use; one that carries code or state anyway gets no switch
     # rather than a second copy of the page (its QR box and script can be there only once).
+    body, title = _sign_in_body(environ, lang, branding, content)
+    page = _page(lang=lang, title=title, body=body, scripts=scripts)
+    csp = _csp(branding, nonce=nonce, script=script_origin, frame=frame_origin)
+    return _send_page(environ, start_response, "200 OK", page, csp, extra_headers)
+
+
+def _sign_in_body(
+    environ: WSGIEnvironment, lang: Lang, branding: Branding, content: str
+) -> tuple[str, str]:
+    """A sign-in page's body around ``content``, and its title."""
     body = _body(
         lang=lang,
         branding=branding,
@@ -518,10 +528,8 @@ def login_page_response(
         banner_title=False,
         switch_href=_switch_href(environ, lang),
     )
-    title = f"{text['sign_in']} · {branding.title}" if branding.title else text["sign_in"]
-    page = _page(lang=lang, title=title, body=body, scripts=scripts)
-    csp = _csp(branding, nonce=nonce, script=script_origin, frame=frame_origin)
-    return _send_page(environ, start_response, "200 OK", page, csp, extra_headers)
+    sign_in = UI[lang]["sign_in"]
+    return body, f"{sign_in} · {branding.title}" if branding.title else sign_in
 
 
 @dataclass(frozen=True, slots=True)
@@ -604,15 +612,7 @@ def choice_page_response(
         f'<noscript><p class="notice">{escape(text["noscript"])}</p></noscript>\n'
         + "\n".join(sections)
     )
-    body = _body(
-        lang=lang,
-        branding=branding,
-        main_class="login",
-        content=content,
-        banner_title=False,
-        switch_href=_switch_href(environ, lang),
-    )
-    title = f"{text['sign_in']} · {branding.title}" if branding.title else text["sign_in"]
+    body, title = _sign_in_body(environ, lang, branding, content)
     rendered = "\n".join(
         part if part.startswith("<script src") else f'<script nonce="{nonce}">\n{part}\n</script>'
         for part in scripts
